@@ -1,0 +1,167 @@
+"""Compose the Hydra config tree, validate it, and derive the experiment grid and paths.
+
+Snakemake (rules/common.smk), the entry points in scripts/ and the tests all go
+through `compose_config`, so one invalid value fails the same way everywhere:
+one line naming the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from fwbench.errors import ConfigError
+
+CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "experiment")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def group_options(config_dir: Path, group: str) -> list[str]:
+    """The choices Hydra accepts for a config group: the YAML files in its folder."""
+    return sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
+
+
+def overrides_from_mapping(values: Mapping[str, object]) -> list[str]:
+    """Turn Snakemake's `--config key=value ...` dictionary into Hydra override strings."""
+    overrides = []
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def compose_config(config_dir: Path, overrides: Iterable[str] = ()) -> DictConfig:
+    """Compose config.yaml with Hydra overrides, merge the per-model recipe, validate."""
+    config_dir = Path(config_dir).resolve()
+    overrides = list(overrides)
+    _check_group_choices(config_dir, overrides)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        try:
+            cfg = compose(config_name="config", overrides=overrides)
+        except HydraException as error:
+            raise ConfigError(_one_line_hydra_error(error, overrides)) from None
+    cfg = _apply_model_recipe(cfg)
+    validate_config(cfg, config_dir)
+    return cfg
+
+
+def _check_group_choices(config_dir: Path, overrides: list[str]) -> None:
+    """Reject `model=foo` before Hydra does, with a one-line message listing the choices."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in CONFIG_GROUPS:
+            options = group_options(config_dir, key)
+            if value not in options:
+                raise ConfigError(
+                    f"unknown {key} '{value}' in override '{override}': accepted are {', '.join(options)}"
+                )
+
+
+def _one_line_hydra_error(error: Exception, overrides: list[str]) -> str:
+    message = " ".join(str(error).split())
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if f"'{key}'" in message and ("not in struct" in message or "Could not override" in message):
+            return (
+                f"unknown override key '{key}' in '{override}': it is not in the config tree "
+                f"(top-level keys: dataset, model, framework, trainer, experiment, seed, threads, paths)"
+            )
+    return f"invalid overrides {overrides}: {message}"
+
+
+def _apply_model_recipe(cfg: DictConfig) -> DictConfig:
+    """Merge experiment.model_trainer[<model>] over trainer: the article trains each model its own way."""
+    recipe = cfg.experiment.get("model_trainer", {}).get(cfg.model.name)
+    if recipe:
+        trainer_keys = set(cfg.trainer.keys())
+        unknown = sorted(set(recipe.keys()) - trainer_keys)
+        if unknown:
+            raise ConfigError(
+                f"unknown trainer key '{unknown[0]}' in experiment.model_trainer.{cfg.model.name}: "
+                f"accepted are {', '.join(sorted(trainer_keys))}"
+            )
+        OmegaConf.set_struct(cfg, False)
+        cfg.trainer = OmegaConf.merge(cfg.trainer, recipe)
+        OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def validate_config(cfg: DictConfig, config_dir: Path) -> None:
+    """Check every value the pipeline relies on; raise ConfigError naming the first bad one."""
+    _check_positive_number("trainer.lr", cfg.trainer.lr)
+    for key in ("batch_size", "epochs", "eval_batch_size"):
+        _check_positive_int(f"trainer.{key}", cfg.trainer[key])
+    _check_choice("trainer.optimizer", cfg.trainer.optimizer, OPTIMIZERS)
+    momentum = cfg.trainer.momentum
+    if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum < 1:
+        raise ConfigError(f"trainer.momentum={momentum!r} is invalid: accepted is a number in [0, 1)")
+    _check_positive_int("threads", cfg.threads)
+    _check_non_negative_int("seed", cfg.seed)
+    _check_positive_int("dataset.val_size", cfg.dataset.val_size)
+    for key, group in (("frameworks", "framework"), ("models", "model")):
+        values = cfg.experiment[key]
+        if not values:
+            raise ConfigError(f"experiment.{key} is empty: list at least one of {', '.join(group_options(config_dir, group))}")
+        for value in values:
+            _check_choice(f"experiment.{key}", value, group_options(config_dir, group))
+    if not cfg.experiment.seeds:
+        raise ConfigError("experiment.seeds is empty: list at least one non-negative integer seed")
+    for seed in cfg.experiment.seeds:
+        _check_non_negative_int("experiment.seeds", seed)
+
+
+def _check_positive_number(key: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid: accepted is a number > 0")
+
+
+def _check_positive_int(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid: accepted is an integer > 0")
+
+
+def _check_non_negative_int(key: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key}={value!r} is invalid: accepted is an integer >= 0")
+
+
+def _check_choice(key: str, value: object, accepted: Iterable[str]) -> None:
+    accepted = list(accepted)
+    if value not in accepted:
+        raise ConfigError(f"{key}={value!r} is invalid: accepted are {', '.join(accepted)}")
+
+
+def experiment_grid(cfg: DictConfig) -> list[tuple[str, str, int]]:
+    """Every (framework, model, seed) training job the experiment asks for."""
+    return [
+        (framework, model, int(seed))
+        for framework in cfg.experiment.frameworks
+        for model in cfg.experiment.models
+        for seed in cfg.experiment.seeds
+    ]
+
+
+def run_dir(cfg: DictConfig, framework: str, model: str, seed: int) -> Path:
+    """Where one training run writes its history, model and checkpoint."""
+    return (
+        Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "train"
+        / framework / model / f"seed{seed}"
+    )
+
+
+def raw_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.data) / cfg.dataset.name / "raw"
+
+
+def processed_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.data) / cfg.dataset.name / "processed"
+
+
+def report_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.reports) / cfg.experiment.name

@@ -1,0 +1,1 @@
+"""Training: one loop (loop.py) over two framework adapters (keras_adapter, torch_adapter)."""
