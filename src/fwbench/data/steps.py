@@ -19,6 +19,6 @@ def download_step(cfg: DictConfig) -> None:
 
 
 def preprocess_step(cfg: DictConfig) -> None:
-    # The split seed is the dataset's, not the run's: every seed trains on the same split.
-    manifest = preprocess(cfg.dataset, raw_dir(cfg), processed_dir(cfg), cfg.dataset.val_size, seed=0)
+    # The split seed is the dataset's, not the run's: every run seed trains on the same split.
+    manifest = preprocess(cfg.dataset, raw_dir(cfg), processed_dir(cfg), cfg.dataset.val_size, seed=cfg.dataset.split_seed)
     log.info("wrote %s: %s", processed_dir(cfg), {k: v["shape"] for k, v in manifest["arrays"].items()})
