@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench.errors import ConfigError
 
-CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "experiment")
+CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "bench", "experiment")
 OPTIMIZERS = ("adam", "sgd")
 
 
