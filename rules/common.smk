@@ -1,6 +1,5 @@
 # Compose the Hydra config (the same tree scripts/ use), validate it, and derive
 # the experiment grid, the file patterns and the input functions.
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -8,12 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 SRC_DIR = Path(workflow.basedir) / "src"
-# Jobs import the project's package from its source tree: works the same in the
-# venv, in the per-framework conda envs and on cluster nodes, with no pip -e of
-# a relative path (Snakemake copies env files elsewhere before creating them).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH", "")) if p
-)
+SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 sys.path.insert(0, str(SRC_DIR))
 
 from fwbench.config import (  # noqa: E402
@@ -26,6 +20,12 @@ from fwbench.config import (  # noqa: E402
     run_dir,
 )
 from fwbench.errors import FwbenchError  # noqa: E402
+from fwbench.runtime import export_package_path  # noqa: E402
+
+# Jobs import the project's package from its source tree: the same in the venv,
+# in the per-framework conda envs and on cluster nodes, with no pip -e of a
+# relative path (Snakemake copies env files elsewhere before creating them).
+export_package_path(SRC_DIR)
 
 CONFIG_DIR = Path(workflow.basedir) / "config"
 # `snakemake --config experiment=smoke trainer.epochs=2` -> Hydra overrides.

@@ -4,9 +4,12 @@ rule download:
     log:
         f"logs/{DATASET}/download.log",
     params:
+        script=SCRIPTS_DIR / "download.py",
         overrides=OVERRIDES_ARG,
+    conda:
+        "../envs/report.yaml"
     shell:
-        "python {workflow.basedir}/scripts/download.py {params.overrides} > {log} 2>&1"
+        "python {params.script} {params.overrides} > {log} 2>&1"
 
 
 rule preprocess:
@@ -17,8 +20,9 @@ rule preprocess:
     log:
         f"logs/{DATASET}/preprocess.log",
     params:
+        script=SCRIPTS_DIR / "preprocess.py",
         overrides=OVERRIDES_ARG,
     conda:
         "../envs/report.yaml"
     shell:
-        "python {workflow.basedir}/scripts/preprocess.py {params.overrides} > {log} 2>&1"
+        "python {params.script} {params.overrides} > {log} 2>&1"

@@ -9,11 +9,12 @@ rule evaluate:
     benchmark:
         f"benchmarks/{RUN_KEY}/evaluate.tsv"
     params:
+        script=SCRIPTS_DIR / "evaluate.py",
         overrides=OVERRIDES_ARG,
     threads: 1
     conda:
         "../envs/{framework}.yaml"
     shell:
-        "python {workflow.basedir}/scripts/evaluate.py {params.overrides}"
+        "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
         " seed={wildcards.seed} threads={threads} > {log} 2>&1"

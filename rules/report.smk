@@ -8,8 +8,9 @@ rule report:
     log:
         f"logs/{EXPERIMENT}/{DATASET}/report.log",
     params:
+        script=SCRIPTS_DIR / "report.py",
         overrides=OVERRIDES_ARG,
     conda:
         "../envs/report.yaml"
     shell:
-        "python {workflow.basedir}/scripts/report.py {params.overrides} > {log} 2>&1"
+        "python {params.script} {params.overrides} > {log} 2>&1"

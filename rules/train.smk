@@ -9,11 +9,12 @@ rule train:
     benchmark:
         f"benchmarks/{RUN_KEY}/train.tsv"
     params:
+        script=SCRIPTS_DIR / "train.py",
         overrides=OVERRIDES_ARG,
     threads: 1
     conda:
         "../envs/{framework}.yaml"
     shell:
-        "python {workflow.basedir}/scripts/train.py {params.overrides}"
+        "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
         " seed={wildcards.seed} threads={threads} > {log} 2>&1"

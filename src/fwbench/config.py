@@ -7,6 +7,7 @@ one line naming the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from fwbench.errors import ConfigError
 
 CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "bench", "experiment")
 OPTIMIZERS = ("adam", "sgd")
+# The --config key that carries space-separated Hydra overrides.
+OVERRIDES_KEY = "overrides"
 
 
 def group_options(config_dir: Path, group: str) -> list[str]:
@@ -25,13 +28,23 @@ def group_options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
 
 
-def overrides_from_mapping(values: Mapping[str, object]) -> list[str]:
-    """Turn Snakemake's `--config key=value ...` dictionary into Hydra override strings."""
+def overrides_from_mapping(values: Mapping[str, object], prefix: str = "") -> list[str]:
+    """Turn Snakemake's `--config` dictionary into Hydra override strings.
+
+    Snakemake accepts only identifiers as --config keys (no dots), so Hydra's
+    dotted overrides travel in one key: `--config overrides="trainer.epochs=2 seed=1"`.
+    Plain keys (`experiment=smoke`) and nested YAML (`'trainer={epochs: 2}'`) work too.
+    """
     overrides = []
     for key, value in values.items():
-        if isinstance(value, (list, tuple)):
-            value = "[" + ",".join(str(v) for v in value) + "]"
-        overrides.append(f"{key}={value}")
+        if not prefix and key == OVERRIDES_KEY:
+            overrides += shlex.split(str(value))
+        elif isinstance(value, Mapping):
+            overrides += overrides_from_mapping(value, prefix=f"{prefix}{key}.")
+        elif isinstance(value, (list, tuple)):
+            overrides.append(f"{prefix}{key}=[" + ",".join(str(v) for v in value) + "]")
+        else:
+            overrides.append(f"{prefix}{key}={value}")
     return overrides
 
 

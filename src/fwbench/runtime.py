@@ -112,3 +112,10 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def export_package_path(src_dir: Path) -> None:
+    """Put the project's src/ first on PYTHONPATH for every job this process starts."""
+    current = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if str(src_dir) not in current:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(src_dir), *current])

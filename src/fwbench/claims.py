@@ -1,0 +1,553 @@
+"""The article's claims, the tables they are tested on, and their evaluation.
+
+Each measurable claim is tested per condition (device x model x pairing of
+execution modes, or export format, or nothing more than the model for
+accuracy) with fwbench.stats: an effect size, its bootstrap interval and a
+verdict. A claim then gets one overall line: how many conditions each verdict
+held in and where it flips. A claim whose data is absent (no GPU rows, no
+export table) is "not measured here", with the reason, never guessed. Claims
+about things a benchmark cannot observe are listed in UNMEASURED_CLAIMS.
+
+Table schemas (the bench, evaluate and export steps write these; extra columns
+are ignored):
+- bench: one row per device x framework x model x mode x trial, BENCH_COLUMNS.
+- accuracy: one row per framework x model x seed, ACCURACY_COLUMNS;
+  test_accuracy is a fraction in [0, 1]. An optional `device` column splits
+  the conditions by device.
+- export: one row per framework x model x seed x export format,
+  EXPORT_COLUMNS; prediction_parity is the fraction of test samples whose
+  predicted class is the same from the exported and the in-memory model.
+  An optional `device` column splits the conditions by device.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_numeric_dtype
+
+from fwbench import stats
+from fwbench.errors import DataError
+from fwbench.stats import A_BETTER, DIFFERENCE, EQUIVALENT, RATIO, VERDICTS
+
+BENCH_COLUMNS = (
+    "device", "framework", "model", "mode", "trial",
+    "train_samples_per_s", "first_step_s", "infer_latency_p50_ms", "infer_throughput_samples_per_s",
+    "peak_memory_mb", "parameter_count", "flops_per_sample",
+)
+BENCH_NUMERIC = BENCH_COLUMNS[5:]
+ACCURACY_COLUMNS = ("framework", "model", "seed", "test_accuracy")
+EXPORT_COLUMNS = (
+    "framework", "model", "seed", "export_format",
+    "export_size_mb", "load_time_s", "first_prediction_ms", "prediction_parity",
+)
+EXPORT_NUMERIC = EXPORT_COLUMNS[4:]
+
+MEASURED = "measured"
+NOT_MEASURED = "not measured here"
+# Accuracy is a fraction: 0.015 is 1.5 percentage points, about what two seeds
+# of the same framework differ by on MNIST-like data; a framework difference
+# smaller than that is no difference in what the model learns.
+EQUIVALENCE_MARGIN = 0.015
+ACCURACY_RANGE = (0.0, 1.0)
+# torch reports "cuda" (also on ROCm), Keras' adapter "cuda" as well; "gpu" for
+# tables written by other tools.
+GPU_DEVICE_PREFIXES = ("cuda", "gpu")
+CPU_DEVICE = "cpu"
+# Shown when a table has no device column: the conditions are per model only.
+ANY_DEVICE = "any"
+# Model size for "especially for large models": FLOPs per sample, else parameters.
+SIZE_COLUMNS = ("flops_per_sample", "parameter_count")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: a framework, in an execution mode where the table has modes."""
+
+    framework: str
+    mode: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.framework if self.mode is None else f"{self.framework}:{self.mode}"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    a: Arm
+    b: Arm
+
+    @property
+    def label(self) -> str:
+        return f"{self.a.label} vs {self.b.label}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str
+    higher_is_better: bool
+    kind: str = RATIO
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the article: side a of each pairing is claimed better (or a and b equivalent)."""
+
+    id: str
+    text: str
+    metrics: tuple[Metric, ...]
+    pairings: tuple[Pairing, ...]
+    conditions: str
+    direction: str = A_BETTER
+
+
+@dataclass(frozen=True)
+class UnmeasuredClaim:
+    id: str
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """One condition of one claim: the effect of a versus b, its interval and verdict."""
+
+    label: str
+    scope: str
+    device: str
+    model: str
+    modes: str
+    metric: str
+    kind: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n_a: int
+    n_b: int
+    verdict: str
+    method: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim_id: str
+    text: str
+    status: str
+    overall: str
+    rows: tuple[ConditionResult, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        tally = Counter(row.verdict for row in self.rows)
+        return {verdict: tally.get(verdict, 0) for verdict in VERDICTS}
+
+
+THROUGHPUT = Metric("train_samples_per_s", higher_is_better=True)
+PEAK_MEMORY = Metric("peak_memory_mb", higher_is_better=False)
+TEST_ACCURACY = Metric("test_accuracy", higher_is_better=True, kind=DIFFERENCE)
+EXPORT_METRICS = (
+    Metric("export_size_mb", higher_is_better=False),
+    Metric("load_time_s", higher_is_better=False),
+    Metric("first_prediction_ms", higher_is_better=False),
+    Metric("prediction_parity", higher_is_better=True, kind=DIFFERENCE),
+)
+
+TF_GRAPH_VS_TORCH_EAGER = Pairing(Arm("tf", "graph"), Arm("torch", "eager"))
+TF_XLA_VS_TORCH_COMPILE = Pairing(Arm("tf", "xla"), Arm("torch", "compile"))
+TF_EAGER_VS_TORCH_EAGER = Pairing(Arm("tf", "eager"), Arm("torch", "eager"))
+TF_VS_TORCH_MODES = (TF_GRAPH_VS_TORCH_EAGER, TF_XLA_VS_TORCH_COMPILE, TF_EAGER_VS_TORCH_EAGER)
+TORCH_VS_TF_MODES = tuple(Pairing(p.b, p.a) for p in TF_VS_TORCH_MODES)
+TF_VS_TORCH = Pairing(Arm("tf"), Arm("torch"))
+
+CLAIMS = (
+    Claim(
+        "1", "TensorFlow computes faster than PyTorch thanks to its static graph.",
+        (THROUGHPUT,), TF_VS_TORCH_MODES,
+        "device x model x mode pairing; tf:eager vs torch:eager is the control the static-graph "
+        "explanation predicts no advantage for",
+    ),
+    Claim(
+        "1b", "... especially for large models (TensorFlow's speed advantage grows with model size).",
+        (THROUGHPUT,), TF_VS_TORCH_MODES,
+        "device x mode pairing; the tf/torch throughput ratio of the largest model (FLOPs per sample) "
+        "over that of the smallest",
+    ),
+    Claim(
+        "2", "PyTorch's dynamic graph can be slower, and its JIT compilation (today torch.compile) recovers speed.",
+        (THROUGHPUT,),
+        (Pairing(Arm("torch", "compile"), Arm("torch", "eager")), TF_GRAPH_VS_TORCH_EAGER),
+        "device x model; torch:compile vs torch:eager (recovers speed) and tf:graph vs torch:eager "
+        "(dynamic graph slower)",
+    ),
+    Claim(
+        "3", "TensorFlow uses less memory than PyTorch.",
+        (PEAK_MEMORY,), TF_VS_TORCH_MODES,
+        "device x model x mode pairing; peak memory of the training process",
+    ),
+    Claim(
+        "4", "Both frameworks have mature GPU support; PyTorch does especially well on GPUs with many CUDA cores.",
+        (THROUGHPUT,), TORCH_VS_TF_MODES,
+        "GPU device x model x mode pairing: torch vs tf on the GPU, and, where CPU rows exist, "
+        "torch's advantage on the GPU over its advantage on the CPU",
+    ),
+    Claim(
+        "5", "TensorFlow is stronger for deployment.",
+        EXPORT_METRICS, (TF_VS_TORCH,),
+        "model x metric x export format pair: exported size, load time, first-prediction latency "
+        "(lower is better) and prediction parity with the in-memory model (higher is better)",
+    ),
+    Claim(
+        "6", "The frameworks do not differ in what a model learns.",
+        (TEST_ACCURACY,), (TF_VS_TORCH,),
+        "model; test accuracy over seeds, equivalence within a margin",
+        direction=EQUIVALENT,
+    ),
+)
+
+UNMEASURED_CLAIMS = (
+    UnmeasuredClaim(
+        "community", "PyTorch dominates research while TensorFlow has the larger industry community.",
+        "community size and composition are not properties of a training run; they need surveys or "
+        "publication and repository counts, which this pipeline does not collect",
+    ),
+    UnmeasuredClaim(
+        "ecosystem", "TensorFlow has the richer ecosystem (TFX, TF Lite, TF.js, TensorBoard, TF Hub).",
+        "the pipeline exercises training, inference and export of its own models only; the breadth of "
+        "tools around a framework is not observed by running them",
+    ),
+    UnmeasuredClaim(
+        "ease of use", "PyTorch is more Pythonic, easier to learn and to debug.",
+        "ease of use is a judgement of people; it needs a user study. Lines of code of the two adapters "
+        "are no proxy: both are written to one shared training loop",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    confidence: float
+    n_boot: int
+    seed: int
+    equivalence_margin: float
+
+
+class _NotMeasured(Exception):
+    """A claim's data is absent; the message says which."""
+
+
+def evaluate_claims(
+    bench_df: pd.DataFrame | None,
+    accuracy_df: pd.DataFrame | None,
+    export_df: pd.DataFrame | None = None,
+    *,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    n_boot: int = stats.DEFAULT_N_BOOT,
+    seed: int = stats.DEFAULT_SEED,
+    equivalence_margin: float = EQUIVALENCE_MARGIN,
+) -> list[ClaimResult]:
+    """One ClaimResult per entry of CLAIMS, in order; a missing or empty table makes its claims "not measured here"."""
+    tables = {
+        "bench": _checked_table(bench_df, BENCH_COLUMNS, BENCH_NUMERIC, "bench"),
+        "accuracy": _checked_table(accuracy_df, ACCURACY_COLUMNS, ("test_accuracy",), "accuracy"),
+        "export": _checked_table(export_df, EXPORT_COLUMNS, EXPORT_NUMERIC, "export"),
+    }
+    _check_accuracy_range(tables["accuracy"])
+    settings = _Settings(confidence, n_boot, seed, equivalence_margin)
+    return [_evaluate(claim, tables, settings) for claim in CLAIMS]
+
+
+def _evaluate(claim: Claim, tables: dict, settings: _Settings) -> ClaimResult:
+    evaluator = EVALUATORS[claim.id]
+    try:
+        rows, notes = evaluator(claim, tables, settings)
+    except _NotMeasured as reason:
+        return ClaimResult(claim.id, claim.text, NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+    if not rows:
+        reason = "no condition had data on both sides" + (f" ({'; '.join(notes)})" if notes else "")
+        return ClaimResult(claim.id, claim.text, NOT_MEASURED, f"{NOT_MEASURED}: {reason}", notes=tuple(notes))
+    return ClaimResult(claim.id, claim.text, MEASURED, overall_line(rows), tuple(rows), tuple(notes))
+
+
+def _checked_table(df, columns: tuple[str, ...], numeric: tuple[str, ...], name: str) -> pd.DataFrame | None:
+    """The table, or None when absent or empty; a table lacking columns is an error, not an absence."""
+    if df is None or len(df) == 0:
+        return None
+    missing = [column for column in columns if column not in df.columns]
+    if missing:
+        raise DataError(f"{name} table lacks columns {missing}: required are {list(columns)}")
+    for column in numeric:
+        if not is_numeric_dtype(df[column]):
+            raise DataError(f"{name} table column {column!r} has dtype {df[column].dtype}: accepted are numbers (NaN if missing)")
+    return df
+
+
+def _check_accuracy_range(accuracy: pd.DataFrame | None) -> None:
+    if accuracy is None:
+        return
+    low, high = ACCURACY_RANGE
+    values = accuracy["test_accuracy"].dropna()
+    outside = values[(values < low) | (values > high)]
+    if len(outside):
+        raise DataError(f"test_accuracy {outside.iloc[0]!r} is outside [{low}, {high}]: accuracies are fractions, not percent")
+
+
+def _require(table: pd.DataFrame | None, name: str) -> pd.DataFrame:
+    if table is None:
+        raise _NotMeasured(f"no {name} table (no {name} results were produced)")
+    return table
+
+
+def _unique(values) -> list:
+    """Values in order of first appearance: the report lists conditions in the data's order."""
+    return list(dict.fromkeys(values))
+
+
+def _devices(table: pd.DataFrame) -> list[str]:
+    return _unique(table["device"]) if "device" in table.columns else [ANY_DEVICE]
+
+
+def _on_device(table: pd.DataFrame, device: str) -> pd.DataFrame:
+    return table if device == ANY_DEVICE else table[table["device"] == device]
+
+
+def is_gpu(device: str) -> bool:
+    return str(device).lower().startswith(GPU_DEVICE_PREFIXES)
+
+
+def _arm_values(table: pd.DataFrame, model: str, arm: Arm, column: str, extra: dict | None = None) -> np.ndarray:
+    """The measured values of one arm for one model (NaN dropped: a missing measurement is no sample)."""
+    mask = (table["model"] == model) & (table["framework"] == arm.framework)
+    if arm.mode is not None:
+        mask &= table["mode"] == arm.mode
+    for key, value in (extra or {}).items():
+        mask &= table[key] == value
+    return table.loc[mask, column].dropna().to_numpy(dtype=float)
+
+
+def _row(comparison: stats.Comparison, verdict: str, scope: str, device: str, model: str,
+         modes: str, metric: str) -> ConditionResult:
+    return ConditionResult(
+        label=f"{device} | {model} | {scope}", scope=scope, device=device, model=model, modes=modes,
+        metric=metric, kind=comparison.kind, estimate=comparison.estimate, ci_low=comparison.ci_low,
+        ci_high=comparison.ci_high, n_a=comparison.n_a, n_b=comparison.n_b, verdict=verdict,
+        method=comparison.method,
+    )
+
+
+def _compare(a: np.ndarray, b: np.ndarray, metric: Metric, settings: _Settings) -> stats.Comparison:
+    return stats.compare(a, b, metric.higher_is_better, kind=metric.kind, confidence=settings.confidence,
+                         n_boot=settings.n_boot, seed=settings.seed)
+
+
+def _missing_note(missing: dict[tuple[str, str], list[str]]) -> list[str]:
+    return [f"no data for {arm} on {device} (models: {', '.join(models)})" for (device, arm), models in missing.items()]
+
+
+def _pairing_rows(claim: Claim, bench: pd.DataFrame, devices: list[str], settings: _Settings):
+    """One condition per device x pairing x model x metric where both arms have samples."""
+    rows, missing = [], {}
+    for device in devices:
+        table = _on_device(bench, device)
+        for pairing in claim.pairings:
+            for model in _unique(table["model"]):
+                for metric in claim.metrics:
+                    a = _arm_values(table, model, pairing.a, metric.column)
+                    b = _arm_values(table, model, pairing.b, metric.column)
+                    for arm, values in ((pairing.a, a), (pairing.b, b)):
+                        if values.size == 0:
+                            missing.setdefault((device, arm.label), []).append(model)
+                    if a.size and b.size:
+                        comparison = _compare(a, b, metric, settings)
+                        rows.append(_row(comparison, stats.verdict(comparison, claim.direction), pairing.label,
+                                         device, model, pairing.label, metric.column))
+    return rows, _missing_note({key: _unique(models) for key, models in missing.items()})
+
+
+def evaluate_pairing_claim(claim: Claim, tables: dict, settings: _Settings):
+    bench = _require(tables["bench"], "bench")
+    return _pairing_rows(claim, bench, _devices(bench), settings)
+
+
+def _model_size(table: pd.DataFrame, model: str) -> float:
+    """FLOPs per sample of a model, or its parameter count where FLOPs are not recorded."""
+    for column in SIZE_COLUMNS:
+        values = table.loc[table["model"] == model, column].dropna()
+        if len(values):
+            return float(values.median())
+    return float("nan")
+
+
+def _trend_words(ratios: list[float]) -> str:
+    steps = np.diff(ratios)
+    if (steps > 0).all():
+        return "rises with size"
+    if (steps < 0).all():
+        return "falls with size"
+    return "no monotonic trend"
+
+
+def evaluate_size_trend(claim: Claim, tables: dict, settings: _Settings):
+    """Per device x pairing: does a's advantage grow from the smallest to the largest model?"""
+    bench = _require(tables["bench"], "bench")
+    metric = claim.metrics[0]
+    rows, notes = [], []
+    for device in _devices(bench):
+        table = _on_device(bench, device)
+        for pairing in claim.pairings:
+            samples = {}
+            for model in _unique(table["model"]):
+                a = _arm_values(table, model, pairing.a, metric.column)
+                b = _arm_values(table, model, pairing.b, metric.column)
+                size = _model_size(table, model)
+                if a.size and b.size and np.isfinite(size):
+                    samples[model] = (size, a, b)
+            if len({size for size, _, _ in samples.values()}) < 2:
+                notes.append(f"{device}, {pairing.label}: fewer than two model sizes with data on both sides")
+                continue
+            order = sorted(samples, key=lambda name: samples[name][0])
+            ratios = [samples[m][1].mean() / samples[m][2].mean() for m in order]
+            listing = ", ".join(f"{m} {r:.3g}" for m, r in zip(order, ratios))
+            notes.append(f"{device}, {pairing.label}: ratio of means by model size: {listing} ({_trend_words(ratios)})")
+            small, large = order[0], order[-1]
+            comparison = stats.compare_interaction(
+                samples[large][1], samples[large][2], samples[small][1], samples[small][2],
+                metric.higher_is_better, confidence=settings.confidence, n_boot=settings.n_boot, seed=settings.seed,
+            )
+            rows.append(_row(comparison, stats.verdict(comparison, claim.direction), pairing.label, device,
+                             f"{large} vs {small}", pairing.label, metric.column))
+    return rows, notes
+
+
+def evaluate_gpu_claim(claim: Claim, tables: dict, settings: _Settings):
+    """torch vs tf on each GPU, then torch's GPU advantage over its CPU advantage where CPU rows exist."""
+    bench = _require(tables["bench"], "bench")
+    devices = _devices(bench)
+    gpus = [device for device in devices if is_gpu(device)]
+    if not gpus:
+        raise _NotMeasured(f"no GPU rows in the bench table (devices measured: {', '.join(map(str, devices))})")
+    rows, notes = _pairing_rows(claim, bench, gpus, settings)
+    if CPU_DEVICE in devices:
+        rows += _gpu_over_cpu_rows(claim, bench, gpus, settings)
+    notes.append(
+        f"'many CUDA cores' needs GPUs of different core counts; measured on {len(gpus)} GPU device "
+        f"type(s): {', '.join(map(str, gpus))}"
+    )
+    return rows, notes
+
+
+def _gpu_over_cpu_rows(claim: Claim, bench: pd.DataFrame, gpus: list[str], settings: _Settings):
+    metric = claim.metrics[0]
+    cpu = _on_device(bench, CPU_DEVICE)
+    rows = []
+    for gpu in gpus:
+        gpu_table = _on_device(bench, gpu)
+        for pairing in claim.pairings:
+            scope = f"{pairing.label}, {gpu} over {CPU_DEVICE}"
+            for model in _unique(gpu_table["model"]):
+                groups = [_arm_values(table, model, arm, metric.column)
+                          for table in (gpu_table, cpu) for arm in (pairing.a, pairing.b)]
+                if min(group.size for group in groups) == 0:
+                    continue
+                comparison = stats.compare_interaction(
+                    *groups, metric.higher_is_better,
+                    confidence=settings.confidence, n_boot=settings.n_boot, seed=settings.seed,
+                )
+                rows.append(_row(comparison, stats.verdict(comparison, claim.direction), scope,
+                                 f"{gpu} vs {CPU_DEVICE}", model, pairing.label, metric.column))
+    return rows
+
+
+def evaluate_export_claim(claim: Claim, tables: dict, settings: _Settings):
+    """Per device x model x metric x (tf format, torch format): tf's exported model versus torch's."""
+    export = _require(tables["export"], "export")
+    pairing = claim.pairings[0]
+    rows, notes = [], []
+    for device in _devices(export):
+        table = _on_device(export, device)
+        for model in _unique(table["model"]):
+            formats = {
+                arm.framework: _unique(table.loc[(table["model"] == model) & (table["framework"] == arm.framework),
+                                                 "export_format"])
+                for arm in (pairing.a, pairing.b)
+            }
+            absent = [framework for framework, found in formats.items() if not found]
+            if absent:
+                notes.append(f"no export of {model} on {device} by {', '.join(absent)}")
+                continue
+            for metric in claim.metrics:
+                for format_a in formats[pairing.a.framework]:
+                    for format_b in formats[pairing.b.framework]:
+                        a = _arm_values(table, model, pairing.a, metric.column, {"export_format": format_a})
+                        b = _arm_values(table, model, pairing.b, metric.column, {"export_format": format_b})
+                        if not (a.size and b.size):
+                            continue
+                        modes = f"{pairing.a.framework}:{format_a} vs {pairing.b.framework}:{format_b}"
+                        comparison = _compare(a, b, metric, settings)
+                        rows.append(_row(comparison, stats.verdict(comparison, claim.direction),
+                                         f"{metric.column}, {modes}", device, model, modes, metric.column))
+    return rows, notes
+
+
+def evaluate_parity_claim(claim: Claim, tables: dict, settings: _Settings):
+    """Per device x model: tf minus torch test accuracy, equivalent within the margin?"""
+    accuracy = _require(tables["accuracy"], "accuracy")
+    pairing, metric = claim.pairings[0], claim.metrics[0]
+    scope = f"{pairing.label} {metric.column} (equivalence margin ±{settings.equivalence_margin:g})"
+    rows, notes = [], []
+    for device in _devices(accuracy):
+        table = _on_device(accuracy, device)
+        for model in _unique(table["model"]):
+            a = _arm_values(table, model, pairing.a, metric.column)
+            b = _arm_values(table, model, pairing.b, metric.column)
+            if not (a.size and b.size):
+                notes.append(f"no accuracy of {model} on {device} for both frameworks")
+                continue
+            comparison = _compare(a, b, metric, settings)
+            verdict = stats.verdict(comparison, EQUIVALENT, margin=settings.equivalence_margin)
+            rows.append(_row(comparison, verdict, scope, device, model, pairing.label, metric.column))
+    return rows, notes
+
+
+EVALUATORS = {
+    "1": evaluate_pairing_claim,
+    "1b": evaluate_size_trend,
+    "2": evaluate_pairing_claim,
+    "3": evaluate_pairing_claim,
+    "4": evaluate_gpu_claim,
+    "5": evaluate_export_claim,
+    "6": evaluate_parity_claim,
+}
+
+
+def overall_line(rows: list[ConditionResult]) -> str:
+    """Verdict counts, then per scope which models (and devices) each verdict held for.
+
+    e.g. "3 conditions: supported in 2, contradicted in 1. tf:graph vs
+    torch:eager: supported for convnet, lenet; contradicted for linear."
+    """
+    tally = Counter(row.verdict for row in rows)
+    counts = ", ".join(f"{verdict} in {tally[verdict]}" for verdict in VERDICTS if tally[verdict])
+    several_devices = len({row.device for row in rows}) > 1
+    parts = [f"{len(rows)} conditions: {counts}"]
+    for scope in _unique(row.scope for row in rows):
+        scoped = [row for row in rows if row.scope == scope]
+        subjects = {verdict: [] for verdict in VERDICTS}
+        for row in scoped:
+            subjects[row.verdict].append(f"{row.model} on {row.device}" if several_devices else row.model)
+        held = {verdict: names for verdict, names in subjects.items() if names}
+        if len(held) == 1 and len(scoped) > 1:
+            parts.append(f"{scope}: {next(iter(held))} in all {len(scoped)}")
+        else:
+            listed = "; ".join(f"{verdict} for {', '.join(names)}" for verdict, names in held.items())
+            parts.append(f"{scope}: {listed}")
+    return ". ".join(parts) + "."
+
+
+def conditions_frame(results: list[ClaimResult]) -> pd.DataFrame:
+    """Every condition of every measured claim as one table, for the report."""
+    records = [{"claim": result.claim_id, **row.__dict__} for result in results for row in result.rows]
+    return pd.DataFrame.from_records(records, columns=["claim", *ConditionResult.__dataclass_fields__])

@@ -1,0 +1,55 @@
+"""Shared fixtures: the project's paths and a runner for its entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PROJECT_ROOT / "config"
+SCRIPTS_DIR = PROJECT_ROOT / "scripts"
+BIN_DIR = Path(sys.executable).parent
+
+
+def project_env() -> dict[str, str]:
+    """The environment jobs get: the venv's python first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_script(name: str, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS_DIR / f"{name}.py"), *overrides],
+        cwd=PROJECT_ROOT, env=project_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def run_snakemake(*args: str, cwd: Path = PROJECT_ROOT, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN_DIR / "snakemake"), "--snakefile", str(PROJECT_ROOT / "Snakefile"), *args],
+        cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def redirected_paths(base: Path) -> list[str]:
+    """Overrides that keep a test's data, results and reports out of the project tree."""
+    return [
+        f"paths.data={base / 'data'}",
+        f"paths.results={base / 'results'}",
+        f"paths.reports={base / 'reports'}",
+        f"paths.mlflow={base / 'mlruns'}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory) -> Path:
+    """The smoke experiment's preprocessed digits, made once per test session."""
+    base = tmp_path_factory.mktemp("smoke")
+    result = run_script("preprocess", "experiment=smoke", *redirected_paths(base))
+    assert result.returncode == 0, result.stderr
+    return base

@@ -1,0 +1,89 @@
+"""Invalid configs fail while the DAG is built, with one line naming key, value and what is accepted."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CONFIG_DIR, run_snakemake
+from fwbench.config import compose_config, experiment_grid, run_dir
+from fwbench.errors import ConfigError
+
+BAD_OVERRIDES = [
+    (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, mlp"),
+    (["dataset=cifar"], "unknown dataset 'cifar'", "digits, fashion_mnist, mnist"),
+    (["framework=jax"], "unknown framework 'jax'", "tf, torch"),
+    (["experiment=huge"], "unknown experiment 'huge'", "article, default, smoke"),
+    (["trainer.lr=0"], "trainer.lr=0", "a number > 0"),
+    (["trainer.lr=-0.1"], "trainer.lr=-0.1", "a number > 0"),
+    (["trainer.batch_size=0"], "trainer.batch_size=0", "an integer > 0"),
+    (["trainer.batch_size=-8"], "trainer.batch_size=-8", "an integer > 0"),
+    (["trainer.epochs=0"], "trainer.epochs=0", "an integer > 0"),
+    (["trainer.epochs=2.5"], "trainer.epochs=2.5", "an integer > 0"),
+    (["trainer.optimizer=rmsprop"], "trainer.optimizer='rmsprop'", "adam, sgd"),
+    (["experiment.models=[mlp,vgg]"], "experiment.models='vgg'", "convnet, lenet, linear, mlp"),
+    (["experiment.frameworks=[tf,jax]"], "experiment.frameworks='jax'", "tf, torch"),
+    (["colour=blue"], "unknown override key 'colour'", "top-level keys"),
+    (["trainer.lrate=0.1"], "unknown override key 'trainer.lrate'", "top-level keys"),
+]
+
+
+@pytest.mark.parametrize("overrides, names, accepted", BAD_OVERRIDES)
+def test_invalid_config_is_one_clear_line(overrides, names, accepted):
+    with pytest.raises(ConfigError) as caught:
+        compose_config(CONFIG_DIR, overrides)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert names in message
+    assert accepted in message
+
+
+def test_default_experiment_grid_is_4_models_x_2_frameworks_x_3_seeds():
+    cfg = compose_config(CONFIG_DIR)
+    grid = experiment_grid(cfg)
+    assert len(grid) == 24
+    assert {framework for framework, _, _ in grid} == {"tf", "torch"}
+    assert {model for _, model, _ in grid} == {"linear", "mlp", "lenet", "convnet"}
+    assert cfg.dataset.name == "fashion_mnist"
+
+
+def test_article_recipes_apply_per_model():
+    lenet = compose_config(CONFIG_DIR, ["experiment=article", "model=lenet"])
+    assert (lenet.trainer.optimizer, lenet.trainer.lr, lenet.trainer.momentum) == ("sgd", 0.001, 0.9)
+    assert (lenet.trainer.epochs, lenet.trainer.batch_size) == (10, 32)
+    mlp = compose_config(CONFIG_DIR, ["experiment=article", "model=mlp"])
+    assert (mlp.trainer.optimizer, mlp.trainer.epochs, mlp.trainer.batch_size) == ("adam", 5, 32)
+    linear = compose_config(CONFIG_DIR, ["experiment=article", "model=linear"])
+    assert (linear.trainer.optimizer, linear.trainer.lr) == ("sgd", 0.1)
+    assert mlp.dataset.name == "mnist"
+    on_fashion = compose_config(CONFIG_DIR, ["experiment=article", "dataset=fashion_mnist"])
+    assert on_fashion.dataset.name == "fashion_mnist"
+
+
+def test_run_dir_matches_for_pipeline_and_hand_runs():
+    by_hand = compose_config(CONFIG_DIR, ["framework=torch", "model=lenet", "seed=3"])
+    assert run_dir(by_hand, "torch", "lenet", 3) == run_dir(by_hand, by_hand.framework.name, by_hand.model.name, by_hand.seed)
+    assert str(run_dir(by_hand, "torch", "lenet", 3)).endswith("default/fashion_mnist/train/torch/lenet/seed3")
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("overrides=trainer.lr=-1", "trainer.lr=-1 is invalid: accepted is a number > 0"),
+    ("trainer={batch_size: 0}", "trainer.batch_size=0 is invalid: accepted is an integer > 0"),
+    ("model=resnet", "unknown model 'resnet'"),
+    ("colour=blue", "unknown override key 'colour'"),
+])
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path, bad, expected):
+    result = run_snakemake("-n", "--config", bad, cwd=tmp_path)
+    assert result.returncode != 0
+    error_lines = [line for line in (result.stdout + result.stderr).splitlines() if "fwbench: invalid config" in line]
+    assert len(error_lines) == 1, result.stdout + result.stderr
+    assert expected in error_lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_config_keys_become_hydra_overrides():
+    from fwbench.config import overrides_from_mapping
+
+    overrides = overrides_from_mapping(
+        {"experiment": "smoke", "overrides": "trainer.epochs=2 seed=1", "trainer": {"lr": "0.1"}}
+    )
+    assert overrides == ["experiment=smoke", "trainer.epochs=2", "seed=1", "trainer.lr=0.1"]

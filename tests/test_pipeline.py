@@ -1,0 +1,48 @@
+"""The Snakemake DAG: job counts, lint, and the smoke experiment end to end."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import redirected_paths, run_snakemake
+
+FRAMEWORK_NAMES = ("TensorFlow", "PyTorch")
+MODELS = ("linear", "mlp", "lenet", "convnet")
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    table = dry_run_output.split("Job stats:", 1)[1]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_default_dry_run_lists_the_whole_grid(tmp_path):
+    overrides = " ".join(redirected_paths(tmp_path))
+    result = run_snakemake("-n", "--config", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["download"] == 1
+    assert counts["preprocess"] == 1
+    assert counts["train"] == 24
+    assert counts["evaluate"] == 24
+    assert counts["report"] == 1
+
+
+def test_lint_is_clean():
+    result = run_snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_smoke_experiment_end_to_end(tmp_path):
+    overrides = " ".join(redirected_paths(tmp_path))
+    result = run_snakemake("--cores", "2", "--config", "experiment=smoke", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    report = (tmp_path / "reports" / "smoke" / "comparison.md").read_text()
+    html = (tmp_path / "reports" / "smoke" / "comparison.html").read_text()
+    for model in MODELS:
+        for framework in FRAMEWORK_NAMES:
+            assert re.search(rf"^\| {model} \| {framework} \|", report, flags=re.M), (model, framework)
+            assert f"<td>{model}</td><td>{framework}</td>" in html
