@@ -281,7 +281,9 @@ def _checked_table(df, columns: tuple[str, ...], numeric: tuple[str, ...], name:
         raise DataError(f"{name} table lacks columns {missing}: required are {list(columns)}")
     for column in numeric:
         if not is_numeric_dtype(df[column]):
-            raise DataError(f"{name} table column {column!r} has dtype {df[column].dtype}: accepted are numbers (NaN if missing)")
+            raise DataError(
+                f"{name} table column {column!r} has dtype {df[column].dtype}: accepted are numbers (NaN if missing)"
+            )
     return df
 
 
@@ -292,7 +294,9 @@ def _check_accuracy_range(accuracy: pd.DataFrame | None) -> None:
     values = accuracy["test_accuracy"].dropna()
     outside = values[(values < low) | (values > high)]
     if len(outside):
-        raise DataError(f"test_accuracy {outside.iloc[0]!r} is outside [{low}, {high}]: accuracies are fractions, not percent")
+        raise DataError(
+            f"test_accuracy {float(outside.iloc[0])!r} is outside [{low}, {high}]: accuracies are fractions, not percent"
+        )
 
 
 def _require(table: pd.DataFrame | None, name: str) -> pd.DataFrame:

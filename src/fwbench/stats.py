@@ -289,7 +289,9 @@ def equivalence_verdict(comparison: Comparison, margin: float | None) -> str:
       single seed (no interval).
     """
     if comparison.kind != DIFFERENCE:
-        raise ConfigError(f"equivalence needs kind {DIFFERENCE!r}, got {comparison.kind!r}: the margin is in the metric's units")
+        raise ConfigError(
+            f"equivalence needs kind {DIFFERENCE!r}, got {comparison.kind!r}: the margin is in the metric's units"
+        )
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
         raise ConfigError(f"equivalence margin {margin!r} is invalid: accepted is a positive finite number")
     if not comparison.has_interval:
