@@ -1,7 +1,13 @@
 """Render reports/<experiment>/comparison.html and .md from the pipeline's result files."""
 
-from fwbench.cli import run_app
-from fwbench.report import report_step
+from fwbench.cli import default_config_dir, run_app
+from fwbench.config import bench_results_path
+from fwbench.reporting.build import build_report
+
+
+def report_step(cfg):
+    return build_report(cfg, default_config_dir(), bench_results_path(cfg))
+
 
 if __name__ == "__main__":
     run_app(report_step)

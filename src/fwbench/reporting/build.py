@@ -1,0 +1,337 @@
+"""Assemble the comparison report from the pipeline's result files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from fwbench import claims as claim_catalogue
+from fwbench.config import report_dir
+from fwbench.models import flatten_size
+from fwbench.reporting import figures
+from fwbench.reporting.render import Section, Table, render_html, render_markdown
+from fwbench.reporting.tables import (
+    bench_table, curves_table, export_table, load_runs, results_long, subset, training_table,
+)
+from fwbench.stats import mean_ci, median_iqr
+
+log = logging.getLogger(__name__)
+
+FRAMEWORK_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
+FIGURES = {
+    "accuracy": "accuracy.png",
+    "curves": "learning_curves.png",
+    "throughput": "throughput.png",
+    "first_step": "first_step.png",
+    "latency": "latency.png",
+    "memory": "memory.png",
+}
+# The article's chapter-6 network as printed flattens 16 feature maps of 6x6.
+ARTICLE_LENET_FLATTEN = 16 * 6 * 6
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def framework_name(framework: str) -> str:
+    return FRAMEWORK_NAMES.get(framework, framework)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+# --- sections -----------------------------------------------------------------
+
+def summary_section(results: list) -> Section:
+    rows = []
+    for result in results:
+        if result.status == claim_catalogue.NOT_MEASURED:
+            verdict = "not measured here"
+        else:
+            counts = result.counts
+            verdict = ", ".join(f"{name} in {count}" for name, count in counts.items() if count) or "no conditions"
+            verdict = f"{dominant_verdict(counts)}: {verdict}"
+        rows.append([result.claim_id, result.text, verdict, result.overall])
+    for claim in claim_catalogue.UNMEASURED_CLAIMS:
+        rows.append([claim.id, claim.text, "not measured by this pipeline", claim.reason])
+    return Section(
+        "summary", "Summary: the article's claims and this run's verdicts",
+        ["Each claim is tested per condition (device x model x mode pairing) with a 95 % bootstrap interval "
+         "of the ratio or difference between the frameworks; a condition's verdict is 'supported' when the "
+         "interval excludes no effect in the claimed direction, 'contradicted' when it excludes it the other "
+         "way, 'inconclusive' otherwise. The verdict cell counts conditions; the detail column says where "
+         "the verdict flips."],
+        [Table(["claim", "the article says", "verdict (conditions)", "detail"], rows, "claims", verdict_columns=(2,))],
+    )
+
+
+def dominant_verdict(counts: dict[str, int]) -> str:
+    """The verdict held in the most conditions; ties read as inconclusive."""
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return "inconclusive"
+    return ranked[0][0]
+
+
+def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[str], figure_dir: Path) -> Section:
+    rows = []
+    for model in models:
+        for framework in FRAMEWORK_NAMES:
+            group = subset(training, framework=framework, model=model)
+            if group.empty:
+                continue
+            ci = mean_ci(group["test_accuracy"])
+            epoch = mean_ci(group["epoch_time_s"])
+            rows.append([
+                model, framework_name(framework), str(ci.n),
+                f"{fmt(ci.mean * 100, 2)} ± {fmt(ci.half_width * 100, 2)}",
+                fmt(group["test_accuracy"].std() * 100, 2),
+                f"{fmt(epoch.mean, 2)} ± {fmt(epoch.half_width, 2)}",
+                f"{int(group['parameter_count'].iloc[0]):,}",
+            ])
+    return Section(
+        "accuracy", "Accuracy",
+        ["Test accuracy over seeds (mean ± 95 % t half-width; n/a with one seed) and the mean training time "
+         "per epoch. Training jobs may run two at a time (one thread each), so epoch times are indicative; "
+         "the speed claims use the bench runs below, which run alone."],
+        [Table(["model", "framework", "seeds", "test accuracy %, mean ± 95 % CI", "sd, points",
+                "epoch time s, mean ± 95 % CI", "parameters"], rows)],
+        [(figures.accuracy_figure(training, models, figure_dir / FIGURES["accuracy"]), "test accuracy by model"),
+         (figures.learning_curves_figure(curves, models, figure_dir / FIGURES["curves"]), "learning curves")],
+    )
+
+
+def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Section:
+    targets = [c for c in training.columns if c.startswith("time_to_")]
+    rows = []
+    for model in models:
+        for framework in FRAMEWORK_NAMES:
+            group = subset(training, framework=framework, model=model)
+            if group.empty:
+                continue
+            cells = []
+            for column in targets:
+                reached = group[column].dropna()
+                cells.append(
+                    f"{fmt(reached.mean(), 1)} s ({len(reached)}/{len(group)} seeds)" if len(reached) else
+                    f"not reached (0/{len(group)})"
+                )
+            rows.append([model, framework_name(framework), *cells])
+    header = ["model", "framework", *[f"val acc ≥ {c[len('time_to_'):-2]}" for c in targets]]
+    return Section(
+        "time-to-accuracy", "Time to accuracy",
+        ["Training wall time until validation accuracy first reached each target (MLPerf style), "
+         "mean over the seeds that reached it."],
+        [Table(header, rows)],
+    )
+
+
+def bench_summary_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]]) -> list[list[str]]:
+    rows = []
+    for (model, framework, mode), group in bench.groupby(["model", "framework", "mode"], sort=False):
+        cells = []
+        for metric, digits in metrics:
+            summary = median_iqr(group[metric].dropna())
+            cells.append(f"{fmt(summary.median, digits)} [{fmt(summary.q1, digits)}–{fmt(summary.q3, digits)}]")
+        rows.append([model, framework_name(framework), mode, str(len(group)), *cells])
+    return rows
+
+
+def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section]:
+    specs = [
+        ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)],
+         ["samples/s, median [IQR]"], "train_samples_per_s", "training throughput (samples/s)", False,
+         "Steady-state training throughput over a fixed window of steps after untimed warm-up steps; "
+         "one bench job per framework x model x mode, run alone; repeated trials."),
+        ("first-step", "Compile and first-step overhead", [("first_step_s", 3)],
+         ["time to first step s, median [IQR]"], "first_step_s", "time to first step (s)", True,
+         "Time from a fresh model to the end of its first training step: tracing, graph building and "
+         "compilation (XLA, torch.compile) land here, reported apart from throughput."),
+        ("latency", "Inference latency", [("infer_latency_p50_ms", 3), ("infer_latency_p95_ms", 3),
+                                          ("infer_latency_p99_ms", 3), ("infer_throughput_samples_per_s", 0)],
+         ["p50 ms", "p95 ms", "p99 ms", "large-batch samples/s"], "infer_latency_p50_ms",
+         "batch-1 latency p50 (ms)", True,
+         "Inference at batch 1 (percentiles over many calls) and throughput at a large batch."),
+        ("memory", "Peak memory", [("peak_memory_mb", 1)], ["peak memory MB, median [IQR]"],
+         "peak_memory_mb", "peak memory (MB)", False,
+         "Peak memory of the bench process: resident set size on the CPU, the framework's peak device "
+         "allocation on a GPU."),
+    ]
+    sections = []
+    for anchor, title, metrics, headers, figure_metric, ylabel, log_scale, text in specs:
+        figure_path = figure_dir / FIGURES[anchor.replace("-", "_")]
+        figure = figures.bench_figure(bench, figure_metric, ylabel, title, figure_path, log_scale)
+        if bench is None:
+            sections.append(Section(anchor, title, ["Not measured in this run: no bench results."], [], [(figure, title)]))
+            continue
+        present = [(m, d) for m, d in metrics if m in bench.columns]
+        header = ["model", "framework", "mode", "trials", *[h for (m, _), h in zip(metrics, headers) if m in bench.columns]]
+        sections.append(Section(anchor, title, [text], [Table(header, bench_summary_rows(bench, present))], [(figure, title)]))
+    return sections
+
+
+def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
+    if exports is None or exports.empty:
+        return Section("export", "Export and reload", ["Not measured in this run."])
+    rows = []
+    for model in models:
+        for framework in FRAMEWORK_NAMES:
+            group = subset(exports, framework=framework, model=model)
+            if group.empty:
+                continue
+            rows.append([
+                model, framework_name(framework), group["export_format"].iloc[0],
+                fmt(group["export_size_mb"].mean(), 3), fmt(group["load_time_s"].mean(), 3),
+                fmt(group["first_prediction_ms"].mean(), 2), fmt(group["prediction_parity"].mean() * 100, 2),
+                str(len(group)),
+            ])
+    return Section(
+        "export", "Export and reload",
+        ["Each trained model exported to its framework's deployable format, reloaded, and compared with the "
+         "in-memory model (means over seeds; load and first prediction timed in the evaluating process)."],
+        [Table(["model", "framework", "format", "size MB", "load s", "first prediction ms",
+                "same predicted class %", "seeds"], rows)],
+    )
+
+
+def claim_details_section(results: list) -> Section:
+    frame = claim_catalogue.conditions_frame(results)
+    rows = [
+        [r.claim, r.label, r.metric, f"{fmt(r.estimate, 3)} [{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]",
+         f"{r.n_a} / {r.n_b}", r.verdict]
+        for r in frame.itertuples()
+    ]
+    notes = [f"Claim {r.claim_id}: {note}" for r in results for note in r.notes]
+    return Section(
+        "claims", "Claims in detail",
+        ["Per condition: the estimate (ratio a/b, or difference a−b for accuracy) with its 95 % bootstrap "
+         "interval, the number of samples on each side, and the verdict.", *notes],
+        [Table(["claim", "condition", "metric", "estimate [95 % CI]", "n a / b", "verdict"], rows,
+               verdict_columns=(5,))],
+    )
+
+
+def article_section(config_dir: Path) -> Section:
+    from fwbench.config import compose_config
+
+    rows = []
+    for model in ("linear", "mlp", "lenet"):
+        trainer = compose_config(config_dir, ["experiment=article", f"model={model}"]).trainer
+        rows.append([model, trainer.optimizer, str(trainer.lr), str(trainer.momentum),
+                     str(trainer.batch_size), str(trainer.epochs)])
+    corrected = flatten_size("lenet")
+    facts = [
+        f"Chapter 6 (LeNet): the article flattens to 16*6*6 = {ARTICLE_LENET_FLATTEN}, but two 3x3 valid "
+        f"convolutions and two 2x2 poolings of a 28x28 input leave 16 maps of 5x5 = {corrected} features "
+        f"(computed by fwbench.models.flatten_size); the pipeline's lenet uses {corrected}.",
+        "Chapter 3: the convolutional network's flatten size assumes a pooling layer that the code does not "
+        "contain, so its dense layer cannot take the flattened output as written.",
+        "The article's TensorFlow code uses the TF1 placeholder/Session API (tf.placeholder, tf.Session), "
+        "which TensorFlow 2 removed from the main namespace; the pipeline uses Keras 3 on TensorFlow 2.",
+        "Run the recipes with `snakemake --config experiment=article` (MNIST) or add "
+        "`overrides=\"dataset=fashion_mnist\"`.",
+    ]
+    return Section(
+        "article", "The article's own recipes", facts,
+        [Table(["model", "optimizer", "learning rate", "momentum", "batch size", "epochs"], rows)],
+    )
+
+
+def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame, bench: pd.DataFrame | None,
+                       tracking: dict) -> Section:
+    first = runs[0]["history"]
+    machine = first["machine"]
+    packages = {}
+    for run in runs:
+        packages.update(run["history"].get("packages", {}))
+    facts = [
+        ["git commit", git_commit()],
+        ["command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
+        ["experiment / dataset", f"{cfg.experiment.name} / {cfg.dataset.name}"],
+        ["machine", f"{machine['cpu_model']}, {machine['cpu_count']} cores, {machine['platform']}"],
+        ["device(s)", ", ".join(sorted(set(training["device"])))],
+        ["python", machine["python"]],
+        ["packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))],
+        ["initialisation", "each framework's default (not matched)"],
+        ["MLflow tracking", tracking.get("summary", "not recorded")],
+    ]
+    run_rows = [[framework_name(r.framework), r.model, f"seed {r.seed}", "train", r.train_run_id or "n/a"]
+                for r in training.itertuples()]
+    run_rows += [[framework_name(r.framework), r.model, f"seed {r.seed}", "evaluate", r.evaluate_run_id or "n/a"]
+                 for r in training.itertuples()]
+    if bench is not None and "mlflow_run_id" in bench.columns:
+        for (framework, model, mode), group in bench.groupby(["framework", "model", "mode"], sort=False):
+            run_rows.append([framework_name(framework), model, mode, "bench", str(group["mlflow_run_id"].iloc[0])])
+    return Section(
+        "provenance", "Provenance",
+        ["Every number above is computed from results.csv beside this report (one row per measured value, "
+         "with the MLflow run that produced it)."],
+        [Table(["", ""], facts), Table(["framework", "model", "seed / mode", "job", "MLflow run"], run_rows)],
+        preformatted=OmegaConf.to_yaml(cfg, resolve=True),
+    )
+
+
+def tracking_summary(cfg: DictConfig) -> dict:
+    """What the tracking parent file says about the MLflow store, when tracking ran."""
+    from fwbench.tracking import parent_run_file, read_parent
+
+    path = parent_run_file(cfg)
+    if not Path(path).exists():
+        return {}
+    parent = read_parent(path)
+    return {"summary": f"store {parent.get('tracking_uri')}, experiment {parent.get('experiment_name')} "
+                       f"(id {parent.get('experiment_id')}), parent run {parent.get('parent_run_id')}"}
+
+
+# --- the step -----------------------------------------------------------------
+
+def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = None) -> dict[str, Path]:
+    out_dir = report_dir(cfg)
+    figure_dir = out_dir / "figures"
+    runs = load_runs(cfg)
+    training = training_table(runs)
+    curves = curves_table(runs)
+    exports = export_table(training)
+    bench = bench_table(bench_path) if bench_path else None
+    models = list(cfg.experiment.models)
+    accuracy = training[list(claim_catalogue.ACCURACY_COLUMNS)]
+    claim_results = claim_catalogue.evaluate_claims(bench, accuracy, exports)
+    sections = [
+        summary_section(claim_results),
+        accuracy_section(training, curves, models, figure_dir),
+        time_to_accuracy_section(training, models),
+        *bench_sections(bench, figure_dir),
+        export_section(exports, models),
+        claim_details_section(claim_results),
+        article_section(config_dir),
+        provenance_section(cfg, runs, training, bench, tracking_summary(cfg)),
+    ]
+    title = f"fwbench: TensorFlow vs PyTorch — {cfg.experiment.name} experiment on {cfg.dataset.name}"
+    outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
+               "results": out_dir / "results.csv"}
+    write_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))
+    write_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
+    write_atomic(outputs["html"], render_html(title, sections))
+    log.info("report written to %s", outputs["html"])
+    return outputs
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)

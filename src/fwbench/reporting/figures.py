@@ -1,0 +1,104 @@
+"""Figures of the report: PNG files, colour-blind safe (Okabe-Ito colours plus
+hatching/markers, so the frameworks differ without colour), axes with units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on cluster nodes and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fwbench.reporting.tables import subset  # noqa: E402
+from fwbench.stats import mean_ci, median_iqr  # noqa: E402
+
+STYLE = {
+    "tf": {"label": "TensorFlow", "color": "#E69F00", "hatch": "//", "marker": "o", "linestyle": "-"},
+    "torch": {"label": "PyTorch", "color": "#0072B2", "hatch": "", "marker": "s", "linestyle": "--"},
+}
+DPI = 110
+BAR_WIDTH = 0.38
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _empty(path: Path, message: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    return _save(fig, path)
+
+
+def accuracy_figure(training: pd.DataFrame, models: list[str], path: Path) -> Path:
+    """Mean test accuracy per model and framework with 95 % t intervals over seeds."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    x = np.arange(len(models))
+    for offset, framework in zip((-0.5, 0.5), STYLE):
+        style = STYLE[framework]
+        cis = [mean_ci(subset(training, framework=framework, model=m)["test_accuracy"]) for m in models]
+        means = [ci.mean * 100 for ci in cis]
+        errors = [0 if np.isnan(ci.half_width) else ci.half_width * 100 for ci in cis]
+        ax.bar(x + offset * BAR_WIDTH, means, BAR_WIDTH, yerr=errors, capsize=4, label=style["label"],
+               color=style["color"], hatch=style["hatch"], edgecolor="black")
+    ax.set_xticks(x, models)
+    ax.set_ylabel("test accuracy (%)")
+    low = training["test_accuracy"].min() * 100
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set_title("Test accuracy, mean and 95 % CI over seeds")
+    ax.legend()
+    return _save(fig, path)
+
+
+def learning_curves_figure(curves: pd.DataFrame, models: list[str], path: Path) -> Path:
+    """Validation accuracy per epoch, mean over seeds."""
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for framework, style in STYLE.items():
+            mean = subset(curves, framework=framework, model=model).groupby("epoch")["val_accuracy"].mean()
+            if not mean.empty:
+                ax.plot(mean.index, mean.values * 100, label=style["label"], color=style["color"],
+                        marker=style["marker"], linestyle=style["linestyle"])
+        ax.set_title(model)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+    axes[0][0].legend()
+    return _save(fig, path)
+
+
+def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: str, path: Path,
+                 log_scale: bool = False) -> Path:
+    """Median over trials per framework:mode, one panel per model, IQR as error bars."""
+    if bench is None or bench.empty or metric not in bench.columns:
+        return _empty(path, f"{title}: not measured in this run")
+    models = list(dict.fromkeys(bench["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = bench[bench["model"] == model]
+        labels, medians, lower, upper, colours, hatches = [], [], [], [], [], []
+        for (framework, mode), group in rows.groupby(["framework", "mode"], sort=False):
+            summary = median_iqr(group[metric].dropna())
+            labels.append(f"{framework}:{mode}")
+            medians.append(summary.median)
+            lower.append(summary.median - summary.q1)
+            upper.append(summary.q3 - summary.median)
+            colours.append(STYLE[framework]["color"])
+            hatches.append(STYLE[framework]["hatch"])
+        bars = ax.bar(range(len(labels)), medians, yerr=[lower, upper], capsize=3, color=colours, edgecolor="black")
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_title(model)
+        ax.set_ylabel(ylabel)
+        if log_scale:
+            ax.set_yscale("log")
+    fig.suptitle(f"{title} (median, IQR over trials)")
+    return _save(fig, path)
