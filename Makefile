@@ -9,7 +9,7 @@ DEBIAN_FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # Jobs call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv data-source report test test-slow test-all lint clean-results
+.PHONY: venv data-source browser report test test-slow lint
 
 venv: $(STAMP)
 
@@ -29,15 +29,22 @@ data-source:
 		apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }; \
 	fi
 
+# Headless Chromium for the report's browser test (Debian's package; skipped when not root or no apt).
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium for the report's browser test"; \
+		apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	fi
+
 report: venv data-source
 	$(BIN)/snakemake --cores $(CORES) --config experiment=$(EXPERIMENT)
 	@echo "Report: $(CURDIR)/reports/$(EXPERIMENT)/comparison.html"
 
 # Fast suite (minutes). The heavy end-to-end runs carry the `slow` marker.
-test: venv
+test: venv browser
 	$(BIN)/pytest -m "not slow"
 
-test-slow: venv data-source
+test-slow: venv data-source browser
 	$(BIN)/pytest -m "slow"
 
 lint: venv

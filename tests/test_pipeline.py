@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from browser import check_report_page
 from conftest import redirected_paths, run_snakemake
 
 FRAMEWORK_NAMES = ("TensorFlow", "PyTorch")
@@ -46,3 +47,4 @@ def test_smoke_experiment_end_to_end(tmp_path):
         for framework in FRAMEWORK_NAMES:
             assert re.search(rf"^\| {model} \| {framework} \|", report, flags=re.M), (model, framework)
             assert f"<td>{model}</td><td>{framework}</td>" in html
+    check_report_page(tmp_path / "reports" / "smoke" / "comparison.html", "smoke-report.png")
