@@ -5,10 +5,12 @@ min_version("9.0")
 
 
 include: "rules/common.smk"
+include: "rules/tracking.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/bench.smk"
 
 
 localrules:
@@ -21,4 +23,5 @@ rule all:
     input:
         REPORT_HTML,
         REPORT_MD,
+        BENCH_RESULTS,
     default_target: True

@@ -21,6 +21,7 @@ from fwbench.config import (  # noqa: E402
 )
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
+from fwbench.tracking import parent_run_file  # noqa: E402
 
 # Jobs import the project's package from its source tree: the same in the venv,
 # in the per-framework conda envs and on cluster nodes, with no pip -e of a
@@ -50,8 +51,11 @@ PROCESSED_MANIFEST = str(PROCESSED_DIR / "manifest.json")
 # the scripts write to when run by hand.
 RUN_DIR = str(run_dir(CFG, "{framework}", "{model}", "{seed}"))
 RUN_KEY = f"{EXPERIMENT}/{DATASET}/{{framework}}/{{model}}/seed{{seed}}"
-REPORT_HTML = str(report_dir(CFG) / "comparison.html")
-REPORT_MD = str(report_dir(CFG) / "comparison.md")
+REPORT_DIR = str(report_dir(CFG))
+REPORT_HTML = f"{REPORT_DIR}/comparison.html"
+REPORT_MD = f"{REPORT_DIR}/comparison.md"
+# MLflow parent run of this experiment and dataset (rules/tracking.smk); train/evaluate/bench need it.
+TRACKING_PARENT = str(parent_run_file(CFG))
 
 
 wildcard_constraints:
@@ -74,3 +78,63 @@ def all_histories(wildcards):
 
 def all_metrics(wildcards):
     return grid_files("metrics.json")
+
+
+# ---- Speed and memory runs (rules/bench.smk) -----------------------------------
+# One bench job per framework x model x mode (config/bench). Timed jobs run alone:
+# every job holds one share of the machine (MACHINE_SHARE); a timed job asks for
+# more shares than any cap, Snakemake lowers that to the cap set in
+# profiles/default/config.yaml (`resources:`), so a timed job holds them all and
+# nothing runs beside it, whatever --cores and set-threads are.
+from snakemake.logging import logger  # noqa: E402
+
+from fwbench.bench import (  # noqa: E402
+    MODES,
+    bench_grid,
+    check_bench_config,
+    job_rows_path,
+    results_path as bench_results_path,
+    summary_path as bench_summary_path,
+)
+
+try:
+    check_bench_config(CFG)
+except FwbenchError as error:
+    raise WorkflowError(f"fwbench: invalid config: {error}") from None
+
+BENCH_GRID = bench_grid(CFG)
+BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}"))
+BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}"
+BENCH_RESULTS = str(bench_results_path(CFG))
+BENCH_SUMMARY = str(bench_summary_path(CFG))
+
+MACHINE_SHARE = "machine_share"
+UNTIMED_JOB_SHARES = 1
+# More than any cap: a job never gets more of a resource than its global cap.
+TIMED_JOB_SHARES = 1_000_000
+TIMED_RULES = ("bench",)
+
+
+wildcard_constraints:
+    mode="|".join(sorted({mode for modes in MODES.values() for mode in modes})),
+
+
+def all_bench_rows(wildcards):
+    """One rows file per (framework, model, mode) of the bench grid."""
+    return [str(job_rows_path(CFG, *job)) for job in BENCH_GRID]
+
+
+def hold_machine_shares(rules):
+    """Give every untimed rule one machine share, so a timed job (all shares) waits for them.
+
+    Called at the end of rules/bench.smk, after every rule is defined. A share
+    a profile sets (set-resources) is kept.
+    """
+    if MACHINE_SHARE not in workflow.global_resources:
+        logger.warning(
+            f"fwbench: no '{MACHINE_SHARE}' cap in --resources (profiles/default/config.yaml): "
+            "timed bench jobs may run beside other jobs"
+        )
+    for defined in rules:
+        if defined.name not in TIMED_RULES and MACHINE_SHARE not in defined.resources:
+            defined.resources[MACHINE_SHARE] = UNTIMED_JOB_SHARES

@@ -2,6 +2,7 @@ rule evaluate:
     input:
         history=f"{RUN_DIR}/history.json",
         model=f"{RUN_DIR}/model",
+        parent=TRACKING_PARENT,
     output:
         metrics=f"{RUN_DIR}/metrics.json",
     log:
@@ -15,6 +16,6 @@ rule evaluate:
     conda:
         "../envs/{framework}.yaml"
     shell:
-        "python {params.script} {params.overrides}"
+        tracking_env("evaluate") + "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
         " seed={wildcards.seed} threads={threads} > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule train:
     input:
         PROCESSED_MANIFEST,
+        parent=TRACKING_PARENT,
     output:
         history=f"{RUN_DIR}/history.json",
         model=directory(f"{RUN_DIR}/model"),
@@ -15,6 +16,6 @@ rule train:
     conda:
         "../envs/{framework}.yaml"
     shell:
-        "python {params.script} {params.overrides}"
+        tracking_env("train") + "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
         " seed={wildcards.seed} threads={threads} > {log} 2>&1"

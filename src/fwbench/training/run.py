@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench.config import processed_dir, run_dir
 from fwbench.data.preprocess import read_manifest, load_split
-from fwbench.runtime import applied_threads, configure_framework, machine_info, package_versions, write_json_atomic
+from fwbench.runtime import applied_threads, configure_framework, machine_info, package_versions, scheduler_info, write_json_atomic
+from fwbench.tracking import child_run
 from fwbench.training.loop import fit, time_to_accuracy
 from fwbench.training.metrics import classification_report
 
@@ -43,34 +44,49 @@ def run_identity(cfg: DictConfig) -> dict:
 
 
 def train_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
-    """Train one framework x model x seed; write model/, checkpoint/ and history.json."""
+    """Train one framework x model x seed; write model/, checkpoint/ and history.json.
+
+    Runs as an MLflow child run: per-epoch metrics, history.json and the model
+    go there too, and history.json names the run (mlflow_run_id).
+    """
     out_dir = Path(out_dir) if out_dir else run_dir(cfg, cfg.framework.name, cfg.model.name, cfg.seed)
-    configure_framework(cfg.framework.name, cfg.threads, cfg.seed)
-    data_dir = processed_dir(cfg)
-    manifest = read_manifest(data_dir)
-    data = {split: load_split(data_dir, split) for split in ("train", "val")}
-    input_shape = data["train"][0].shape[1:]
-    adapter = make_adapter(cfg, input_shape, manifest["num_classes"])
-    started = time.time()
-    history = fit(adapter, data, cfg.trainer, cfg.seed, out_dir)
-    adapter.save_model(out_dir / MODEL_DIR)
-    result = {
-        **run_identity(cfg),
-        "history": [vars(record) for record in history],
-        "final": vars(history[-1]),
-        "time_to_accuracy_s": time_to_accuracy(history, list(cfg.dataset.get("accuracy_targets", []))),
-        "parameter_count": adapter.parameter_count,
-        "device": adapter.device,
-        "threads": applied_threads(cfg.framework.name),
-        "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "data_manifest_sha256": {name: entry["sha256"] for name, entry in manifest["arrays"].items()},
-        "packages": package_versions(cfg.framework.name),
-        "machine": machine_info(),
-        "wall_time_s": time.time() - started,
-    }
-    write_json_atomic(out_dir / HISTORY_FILE, result)
-    log.info("wrote %s", out_dir / HISTORY_FILE)
+    with child_run(cfg, "train") as tracked:
+        configure_framework(cfg.framework.name, cfg.threads, cfg.seed)
+        data_dir = processed_dir(cfg)
+        manifest = read_manifest(data_dir)
+        data = {split: load_split(data_dir, split) for split in ("train", "val")}
+        input_shape = data["train"][0].shape[1:]
+        adapter = make_adapter(cfg, input_shape, manifest["num_classes"])
+        started = time.time()
+        history = fit(adapter, data, cfg.trainer, cfg.seed, out_dir)
+        adapter.save_model(out_dir / MODEL_DIR)
+        result = {
+            **run_identity(cfg),
+            "history": [vars(record) for record in history],
+            "final": vars(history[-1]),
+            "time_to_accuracy_s": time_to_accuracy(history, list(cfg.dataset.get("accuracy_targets", []))),
+            "parameter_count": adapter.parameter_count,
+            "device": adapter.device,
+            "threads": applied_threads(cfg.framework.name),
+            "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "data_manifest_sha256": {name: entry["sha256"] for name, entry in manifest["arrays"].items()},
+            "packages": package_versions(cfg.framework.name),
+            "machine": machine_info(),
+            "scheduler": scheduler_info(),
+            "wall_time_s": time.time() - started,
+            "mlflow_run_id": tracked.run_id,
+        }
+        tracked.log_history(result["history"], step_key="epoch")
+        tracked.log_metrics({
+            "parameter_count": result["parameter_count"],
+            "wall_time_s": result["wall_time_s"],
+            **{f"time_to_accuracy_s/{target}": seconds for target, seconds in result["time_to_accuracy_s"].items()},
+        })
+        write_json_atomic(out_dir / HISTORY_FILE, result)
+        tracked.log_artifact(out_dir / HISTORY_FILE)
+        tracked.log_model(adapter.model, data["val"][0])
+        log.info("wrote %s", out_dir / HISTORY_FILE)
     return result
 
 
@@ -85,16 +101,28 @@ def load_logits_fn(cfg: DictConfig, model_dir: Path, input_shape, num_classes: i
 
 
 def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
-    """Test-set accuracy, loss, per-class accuracy and confusion matrix of a trained model."""
+    """Test-set accuracy, loss, per-class accuracy and confusion matrix of a trained model.
+
+    Runs as an MLflow child run holding the same test metrics; metrics.json names it.
+    """
     out_dir = Path(out_dir) if out_dir else run_dir(cfg, cfg.framework.name, cfg.model.name, cfg.seed)
-    configure_framework(cfg.framework.name, cfg.threads, cfg.seed)
-    data_dir = processed_dir(cfg)
-    manifest = read_manifest(data_dir)
-    x_test, y_test = load_split(data_dir, "test")
-    predict = load_logits_fn(cfg, out_dir / MODEL_DIR, x_test.shape[1:], manifest["num_classes"])
-    logits = predict(x_test, cfg.trainer.eval_batch_size)
-    metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
-    metrics["class_names"] = list(manifest.get("class_names", []))
-    write_json_atomic(out_dir / METRICS_FILE, metrics)
-    log.info("test accuracy %.4f -> %s", metrics["test_accuracy"], out_dir / METRICS_FILE)
+    with child_run(cfg, "evaluate") as tracked:
+        configure_framework(cfg.framework.name, cfg.threads, cfg.seed)
+        data_dir = processed_dir(cfg)
+        manifest = read_manifest(data_dir)
+        x_test, y_test = load_split(data_dir, "test")
+        predict = load_logits_fn(cfg, out_dir / MODEL_DIR, x_test.shape[1:], manifest["num_classes"])
+        logits = predict(x_test, cfg.trainer.eval_batch_size)
+        metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
+        metrics["class_names"] = list(manifest.get("class_names", []))
+        metrics["mlflow_run_id"] = tracked.run_id
+        class_names = metrics["class_names"] or [str(i) for i in range(len(metrics["per_class_accuracy"]))]
+        tracked.log_metrics({
+            "test_accuracy": metrics["test_accuracy"],
+            "test_loss": metrics["test_loss"],
+            **{f"test_class_accuracy/{name}": value for name, value in zip(class_names, metrics["per_class_accuracy"])},
+        })
+        write_json_atomic(out_dir / METRICS_FILE, metrics)
+        tracked.log_artifact(out_dir / METRICS_FILE)
+        log.info("test accuracy %.4f -> %s", metrics["test_accuracy"], out_dir / METRICS_FILE)
     return metrics
