@@ -3,6 +3,7 @@ rule report:
     input:
         histories=all_histories,
         metrics=all_metrics,
+        bench=BENCH_RESULTS,
     output:
         html=REPORT_HTML,
         markdown=REPORT_MD,

@@ -15,15 +15,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, PROJECT_ROOT, SCRIPTS_DIR, project_env
 from fwbench.cli import EXIT_INTERRUPTED
 from fwbench.config import compose_config, run_dir
-from fwbench.training.loop import CHECKPOINT_DIR, PROGRESS_FILE
+from fwbench.training.loop import CHECKPOINT_DIR, PROGRESS_FILE, fit
 from fwbench.training.run import HISTORY_FILE
-
-pytestmark = pytest.mark.slow
 
 FRAMEWORKS = ["tf", "torch"]
 MODEL = "convnet"
@@ -123,6 +123,7 @@ def resume_and_check(framework: str, data_base: Path, out_base: Path, checkpoint
     assert read_history(output_dir(framework, data_base, out_base)) == reference
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_the_checkpoint_and_resumes_to_the_same_history(framework, reference, smoke_data, tmp_path):
     code, logged, log = train_and_interrupt(framework, smoke_data, tmp_path, signal.SIGTERM)
     run = output_dir(framework, smoke_data, tmp_path)
@@ -137,6 +138,7 @@ def test_sigterm_stops_at_the_checkpoint_and_resumes_to_the_same_history(framewo
     resume_and_check(framework, smoke_data, tmp_path, checkpointed, reference)
 
 
+@pytest.mark.slow
 def test_sigkill_loses_at_most_the_current_epoch(framework, reference, smoke_data, tmp_path):
     code, logged, log = train_and_interrupt(framework, smoke_data, tmp_path, signal.SIGKILL)
     run = output_dir(framework, smoke_data, tmp_path)
@@ -147,3 +149,43 @@ def test_sigkill_loses_at_most_the_current_epoch(framework, reference, smoke_dat
     assert not (run / HISTORY_FILE).exists()
 
     resume_and_check(framework, smoke_data, tmp_path, checkpointed, reference)
+
+
+class CountingAdapter:
+    """A stand-in for a framework adapter whose whole state is the epochs it has trained."""
+
+    def __init__(self) -> None:
+        self.epochs_trained = 0
+        self.calls = 0
+
+    def reseed(self, seed: int) -> None:
+        pass
+
+    def train_epoch(self, x, y, order, should_stop) -> tuple[float, float]:
+        self.epochs_trained += 1
+        self.calls += 1
+        return 1.0, 0.5
+
+    def predict_logits(self, x, batch_size: int) -> np.ndarray:
+        return np.zeros((len(x), 2), dtype=np.float32)
+
+    def save_checkpoint(self, directory: Path) -> None:
+        (Path(directory) / "epochs.txt").write_text(str(self.epochs_trained))
+
+    def load_checkpoint(self, directory: Path) -> None:
+        self.epochs_trained = int((Path(directory) / "epochs.txt").read_text())
+
+
+def test_a_kill_between_the_checkpoint_renames_loses_no_finished_epoch(tmp_path):
+    data = {split: (np.zeros((4, 1), np.float32), np.zeros(4, np.int64)) for split in ("train", "val")}
+    fit(CountingAdapter(), data, OmegaConf.create({"epochs": 2, "eval_batch_size": 4}), SEED, tmp_path)
+    # save_checkpoint of epoch 3 moved the old checkpoint aside and was killed
+    # before putting the new one in place.
+    (tmp_path / CHECKPOINT_DIR).rename(tmp_path / f"{CHECKPOINT_DIR}.old")
+
+    resumed = CountingAdapter()
+    history = fit(resumed, data, OmegaConf.create({"epochs": 3, "eval_batch_size": 4}), SEED, tmp_path)
+
+    assert resumed.calls == 1
+    assert resumed.epochs_trained == 3
+    assert [record.epoch for record in history] == [1, 2, 3]

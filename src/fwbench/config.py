@@ -179,7 +179,3 @@ def processed_dir(cfg: DictConfig) -> Path:
 def report_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.reports) / cfg.experiment.name
 
-
-def bench_results_path(cfg: DictConfig) -> Path:
-    """The bench rules' tidy table (one row per framework x model x mode x trial)."""
-    return Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "bench" / "bench_results.csv"

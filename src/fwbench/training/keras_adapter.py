@@ -58,6 +58,14 @@ class KerasAdapter:
 
     def reseed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)
+        # Dropout draws from its layer's own SeedGenerator, whose state neither
+        # set_random_seed nor the .keras archive restores: restart it from the
+        # epoch seed, so an epoch's masks depend on (seed, epoch) alone, as in torch.
+        for index, layer in enumerate(self.model.layers):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                layer_seed = np.random.SeedSequence([seed, index]).generate_state(1)[0]
+                generator.state.assign(np.array([layer_seed, 0], dtype=generator.state.dtype))
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray, should_stop) -> tuple[float, float]:
         # Ordering the arrays ourselves (shuffle=False) gives Keras the same batches as PyTorch.
@@ -71,7 +79,7 @@ class KerasAdapter:
         return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0))
 
     def save_checkpoint(self, directory: Path) -> None:
-        # The .keras archive holds weights, optimizer state and the dropout seed state.
+        # The .keras archive holds weights and optimizer state (dropout's seed state is reset by reseed).
         self.model.save(Path(directory) / MODEL_FILE)
 
     def load_checkpoint(self, directory: Path) -> None:

@@ -89,6 +89,14 @@ def time_to_accuracy(history: list[EpochRecord], targets: list[float]) -> dict[s
     return reached
 
 
+def recover_checkpoint(out_dir: Path) -> None:
+    """A kill between save_checkpoint's two renames leaves only checkpoint.old: put it back."""
+    final = out_dir / CHECKPOINT_DIR
+    old = out_dir / f"{CHECKPOINT_DIR}.old"
+    if not final.exists() and old.exists():
+        old.rename(final)
+
+
 def load_progress(out_dir: Path) -> list[EpochRecord]:
     path = out_dir / CHECKPOINT_DIR / PROGRESS_FILE
     if not path.exists():
@@ -115,6 +123,7 @@ def save_checkpoint(adapter, out_dir: Path, history: list[EpochRecord]) -> None:
 def fit(adapter, data: dict, trainer_cfg, seed: int, out_dir: Path) -> list[EpochRecord]:
     """Train to trainer_cfg.epochs, resuming from out_dir's checkpoint when there is one."""
     out_dir = Path(out_dir)
+    recover_checkpoint(out_dir)
     history = load_progress(out_dir)
     if history:
         adapter.load_checkpoint(out_dir / CHECKPOINT_DIR)

@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench.config import processed_dir, run_dir
-from fwbench.data.preprocess import read_manifest, load_split
+from fwbench.data.preprocess import load_split, read_manifest
+from fwbench.export import export_and_reload
 from fwbench.runtime import applied_threads, configure_framework, machine_info, package_versions, scheduler_info, write_json_atomic
 from fwbench.tracking import child_run
 from fwbench.training.loop import fit, time_to_accuracy
@@ -21,7 +22,6 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 
-
 def make_adapter(cfg: DictConfig, input_shape, num_classes: int):
     """The framework adapter; imported lazily so a TF job never loads torch and vice versa."""
     if cfg.framework.name == "tf":
@@ -32,7 +32,6 @@ def make_adapter(cfg: DictConfig, input_shape, num_classes: int):
 
     return TorchAdapter(cfg.model.name, input_shape, num_classes, cfg.trainer)
 
-
 def run_identity(cfg: DictConfig) -> dict:
     return {
         "experiment": cfg.experiment.name,
@@ -41,7 +40,6 @@ def run_identity(cfg: DictConfig) -> dict:
         "model": cfg.model.name,
         "seed": int(cfg.seed),
     }
-
 
 def train_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     """Train one framework x model x seed; write model/, checkpoint/ and history.json.
@@ -89,7 +87,6 @@ def train_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
         log.info("wrote %s", out_dir / HISTORY_FILE)
     return result
 
-
 def load_logits_fn(cfg: DictConfig, model_dir: Path, input_shape, num_classes: int):
     if cfg.framework.name == "tf":
         from fwbench.training.keras_adapter import load_keras_logits_fn
@@ -99,9 +96,8 @@ def load_logits_fn(cfg: DictConfig, model_dir: Path, input_shape, num_classes: i
 
     return load_torch_logits_fn(model_dir, cfg.model.name, input_shape, num_classes)
 
-
 def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
-    """Test-set accuracy, loss, per-class accuracy and confusion matrix of a trained model.
+    """Test-set accuracy, loss, per-class accuracy, confusion matrix, and the export/reload check.
 
     Runs as an MLflow child run holding the same test metrics; metrics.json names it.
     """
@@ -115,12 +111,17 @@ def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
         logits = predict(x_test, cfg.trainer.eval_batch_size)
         metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
         metrics["class_names"] = list(manifest.get("class_names", []))
+        metrics["export"] = export_and_reload(
+            cfg.framework.name, cfg.model.name, out_dir / MODEL_DIR, out_dir,
+            x_test, logits, manifest["num_classes"], cfg.trainer.eval_batch_size,
+        )
         metrics["mlflow_run_id"] = tracked.run_id
         class_names = metrics["class_names"] or [str(i) for i in range(len(metrics["per_class_accuracy"]))]
         tracked.log_metrics({
             "test_accuracy": metrics["test_accuracy"],
             "test_loss": metrics["test_loss"],
             **{f"test_class_accuracy/{name}": value for name, value in zip(class_names, metrics["per_class_accuracy"])},
+            **{f"export/{key}": value for key, value in metrics["export"].items() if key != "export_format"},
         })
         write_json_atomic(out_dir / METRICS_FILE, metrics)
         tracked.log_artifact(out_dir / METRICS_FILE)

@@ -1,0 +1,200 @@
+"""Is the pipeline's training step as fast as the framework's own minimal loop?
+
+For every framework and mode (fwbench.bench.MODES) it trains the same model on
+the same preprocessed arrays two ways, in one process per mode:
+
+- pipeline: the adapter's `train_epoch`, called as fwbench.training.loop.fit
+  calls it (sample order, SIGTERM poll); Keras: `fit` with the stop callback
+  on re-ordered arrays; torch: the adapter's loop over pre-loaded tensors;
+- minimal: what a user writes. Keras: `model.fit(x, y, batch_size, epochs=1,
+  shuffle=False, verbose=0)` on arrays already in that order; torch: a plain
+  loop over pre-loaded NCHW tensors (zero_grad, forward, loss, backward, step).
+
+Both use the same model and optimizer objects in the same mode, so only the
+loop around the step differs. After one untimed call of each (tracing,
+compilation), the timed calls alternate (P M M P P M ...) so a drift in
+machine load hits both; each call runs --steps steps and is timed whole,
+per-call set-up included (the pipeline pays it once per epoch). The ratio is
+median pipeline throughput / median minimal throughput; the target is >= 0.95
+in every mode.
+
+    python bench/pipeline_vs_minimal.py                        # convnet, fashion_mnist
+    python bench/pipeline_vs_minimal.py --model mlp experiment=smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from fwbench.bench import MODES  # noqa: E402
+from fwbench.runtime import cpu_model, write_json_atomic  # noqa: E402
+
+TARGET_RATIO = 0.95
+DEFAULT_OUT = ROOT / "results" / "bench_overhead" / "pipeline_vs_minimal.json"
+DEFAULT_STEPS = 40
+DEFAULT_REPEATS = 5
+DEFAULT_THREADS = 2
+EXIT_BELOW_TARGET = 1
+# Alternation P M M P: each pair in turn starts with the other variant.
+ORDER = (("pipeline", "minimal"), ("minimal", "pipeline"))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="convnet")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps per timed call")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls of each variant")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--only", nargs=2, metavar=("FRAMEWORK", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=smoke, trainer.batch_size=64, ...)")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- one mode, in its own process
+
+
+def minimal_keras(model, x, y, batch_size: int):
+    """The Keras user's loop: fit on in-memory arrays."""
+    return lambda: model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+
+
+def minimal_torch(model, optimizer, x, y, batch_size: int, device):
+    """The PyTorch user's loop over pre-loaded tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    from fwbench.training.torch_adapter import to_nchw
+
+    inputs, labels = to_nchw(x, device), torch.from_numpy(y).to(device)
+
+    def run():
+        model.train()
+        for start in range(0, len(inputs), batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(inputs[start:start + batch_size]), labels[start:start + batch_size])
+            loss.backward()
+            optimizer.step()
+        return float(loss)  # one sync at the end, as the pipeline's loop does
+
+    return run
+
+
+def measure_mode(framework: str, mode: str, args: argparse.Namespace) -> dict:
+    from fwbench.bench.run import bench_inputs, load_backend
+    from fwbench.config import compose_config
+    from fwbench.runtime import configure_framework
+    from fwbench.training.loop import SigtermFlag
+    from fwbench.training.run import make_adapter
+
+    cfg = compose_config(ROOT / "config", [f"framework={framework}", f"model={args.model}",
+                                           f"threads={args.threads}", *args.overrides])
+    backend = load_backend(framework)
+    backend.prepare_process()
+    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32)
+    backend.set_determinism(cfg.bench.deterministic)
+    backend.before_build(cfg.bench.precision)
+    x, y, order, num_classes = bench_inputs(cfg, args.steps)
+    adapter = make_adapter(cfg, x.shape[1:], num_classes)
+    backend.apply_mode(adapter, mode, cfg.bench.precision)
+    batch_size = cfg.trainer.batch_size
+    ordered_x, ordered_y = x[order], y[order]
+    if framework == "tf":
+        minimal = minimal_keras(adapter.model, ordered_x, ordered_y, batch_size)
+    else:
+        minimal = minimal_torch(adapter.model, adapter.optimizer, ordered_x, ordered_y, batch_size,
+                                adapter.torch_device)
+    sync = backend.sync()
+
+    with SigtermFlag() as sigterm:
+        variants = {
+            "pipeline": lambda: adapter.train_epoch(x, y, order, lambda: sigterm.raised),
+            "minimal": minimal,
+        }
+        for run in variants.values():  # untimed: tracing and compilation
+            run()
+        seconds = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            for name in ORDER[repeat % len(ORDER)]:
+                start = time.perf_counter()
+                variants[name]()
+                sync()
+                seconds[name].append(time.perf_counter() - start)
+    samples = args.steps * batch_size
+    throughput = {name: [samples / s for s in values] for name, values in seconds.items()}
+    ratio = statistics.median(throughput["pipeline"]) / statistics.median(throughput["minimal"])
+    return {
+        "framework": framework,
+        "mode": mode,
+        "model": args.model,
+        "device": adapter.device,
+        "batch_size": batch_size,
+        "steps_per_call": args.steps,
+        "pipeline_samples_per_s": throughput["pipeline"],
+        "minimal_samples_per_s": throughput["minimal"],
+        "pipeline_median": statistics.median(throughput["pipeline"]),
+        "minimal_median": statistics.median(throughput["minimal"]),
+        "ratio": ratio,
+        "meets_target": ratio >= TARGET_RATIO,
+    }
+
+
+# ---------------------------------------------------------------- all modes
+
+
+def run_all(args: argparse.Namespace) -> int:
+    load_start = os.getloadavg()[0]
+    results = []
+    for framework, modes in MODES.items():
+        for mode in modes:
+            # A process per mode: thread pools, XLA and inductor state start fresh, and
+            # TensorFlow and torch never share a process.
+            command = [sys.executable, __file__, "--only", framework, mode, "--model", args.model,
+                       "--steps", str(args.steps), "--repeats", str(args.repeats),
+                       "--threads", str(args.threads), *args.overrides]
+            completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if completed.returncode != 0:
+                print(completed.stderr[-3000:], file=sys.stderr)
+                print(f"fwbench: error: {framework}/{mode} failed (exit {completed.returncode})", file=sys.stderr)
+                return completed.returncode
+            result = json.loads(completed.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(f"{framework:6s} {mode:8s} pipeline {result['pipeline_median']:9.0f}  "
+                  f"minimal {result['minimal_median']:9.0f} samples/s  ratio {result['ratio']:.3f}"
+                  f"{'' if result['meets_target'] else '  BELOW ' + str(TARGET_RATIO)}", flush=True)
+    payload = {
+        "target_ratio": TARGET_RATIO,
+        "all_meet_target": all(r["meets_target"] for r in results),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg()[0],
+        "overrides": args.overrides,
+        "results": results,
+    }
+    write_json_atomic(args.out, payload)
+    print(f"wrote {args.out}")
+    return 0 if payload["all_meet_target"] else EXIT_BELOW_TARGET
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.only:
+        print(json.dumps(measure_mode(*args.only, args)))
+        return 0
+    return run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

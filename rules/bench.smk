@@ -1,0 +1,53 @@
+# Speed and memory runs: one job per framework x model x execution mode
+# (src/fwbench/bench). Timed jobs run alone (see the bench section of
+# rules/common.smk); each logs its start and end time, and bench_table refuses
+# rows whose jobs overlapped. Include this file after every other rule file.
+
+
+localrules:
+    bench_table,
+
+
+rule bench:
+    input:
+        PROCESSED_MANIFEST,
+    output:
+        rows=BENCH_ROWS,
+    log:
+        f"logs/{BENCH_KEY}.log",
+    benchmark:
+        f"benchmarks/{BENCH_KEY}.tsv"
+    params:
+        script=SCRIPTS_DIR / "bench.py",
+        overrides=OVERRIDES_ARG,
+    threads: 1
+    resources:
+        machine_share=TIMED_JOB_SHARES,
+    conda:
+        "../envs/{framework}.yaml"
+    shell:
+        "python {params.script} {params.overrides}"
+        " framework={wildcards.framework} model={wildcards.model}"
+        " bench.mode={wildcards.mode} threads={threads} > {log} 2>&1"
+
+
+# The tidy table the report reads (one row per framework x model x mode x trial)
+# and its median/IQR summary.
+rule bench_table:
+    input:
+        rows=all_bench_rows,
+    output:
+        results=BENCH_RESULTS,
+        summary=BENCH_SUMMARY,
+    log:
+        f"logs/{EXPERIMENT}/{DATASET}/bench/bench_table.log",
+    params:
+        script=SCRIPTS_DIR / "bench.py",
+        overrides=OVERRIDES_ARG,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python {params.script} aggregate {params.overrides} > {log} 2>&1"
+
+
+hold_machine_shares(workflow.rules)

@@ -1,0 +1,344 @@
+"""One bench job (framework x model x mode), and the aggregation of all of them.
+
+`bench_variant` is what scripts/bench.py runs for a Snakemake job; it checks
+the mode before importing either framework, so a wrong mode costs nothing.
+Order of a job: configure threads, precision and determinism; load the
+preprocessed training arrays; build the pipeline's adapter; apply the mode;
+one training call covering warm-up and every timed window; inference trials;
+one CSV row per trial.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from fwbench.bench import (
+    bench_grid,
+    check_bench_config,
+    job_mode,
+    job_rows_path,
+    results_path,
+    summary_path,
+    window_steps,
+)
+from fwbench.bench.contention import BackgroundCpu
+from fwbench.bench.memory import PeakRss
+from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
+from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
+from fwbench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {"tf": "fwbench.bench.keras_backend", "torch": "fwbench.bench.torch_backend"}
+LATENCY_QUANTILES = (50, 95, 99)
+MS_PER_S = 1000.0
+LATENCY_BATCH = 1
+# Above this share of the machine taken by other processes, a job's numbers get a warning.
+BUSY_SHARE = 0.05
+# The epoch whose sample order (fwbench.training.loop.epoch_order) the bench replays: the first.
+BENCH_EPOCH = 1
+
+
+def load_backend(framework: str):
+    """Import the framework (seconds of work) only once the job's config is known to be valid."""
+    return importlib.import_module(BACKENDS[framework])
+
+
+@dataclass
+class TrainingResult:
+    window_s: list[float]
+    first_step_s: float
+    peak_rss_first_step_mb: float
+    peak_rss_window_mb: list[float]
+    peak_device_window_mb: list[float]
+    compile_cache: str
+
+
+@dataclass
+class InferenceTrial:
+    latencies_s: list[float]
+    batch_seconds: list[float]
+    peak_rss_mb: float
+    peak_device_mb: float
+
+
+@dataclass
+class PhaseMemory:
+    """Memory bookkeeping at the training loop's step boundaries (outside the timed windows)."""
+
+    plan: TrainingPlan
+    rss: PeakRss
+    backend: object
+    first_step_peak: float = math.nan
+    window_peak: dict[int, float] = field(default_factory=dict)
+    window_device_peak: dict[int, float] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.rss.reset()
+        self.backend.reset_device_peak()
+
+    def on_boundary(self, poll: int) -> None:
+        """Read the peak of the phase this poll closes, then start the next phase."""
+        if poll == self.plan.first_step_poll:
+            self.first_step_peak = self.rss.peak_mb()
+        for trial in range(self.plan.trials):
+            if self.plan.window_polls(trial)[1] == poll:
+                self.window_peak[trial] = self.rss.peak_mb()
+                self.window_device_peak[trial] = self.backend.device_peak_mb()
+        self.reset()
+
+
+def bench_inputs(cfg: DictConfig, steps: int):
+    """The pipeline's preprocessed training arrays, cut to what `steps` steps need.
+
+    The sample order is seeded and random, drawn as the pipeline draws an
+    epoch's (epoch_order) over the samples kept; a training split smaller than
+    the steps need (the smoke dataset) is cycled through again.
+    """
+    from fwbench.config import processed_dir
+    from fwbench.data.preprocess import load_split, read_manifest
+    from fwbench.training.loop import epoch_order
+
+    data_dir = processed_dir(cfg)
+    num_classes = read_manifest(data_dir)["num_classes"]
+    x_all, y_all = load_split(data_dir, "train")
+    needed = steps * cfg.trainer.batch_size
+    kept = min(needed, len(x_all))
+    # Copies, so the full training arrays are freed before memory is measured.
+    x, y = x_all[:kept].copy(), y_all[:kept].copy()
+    del x_all, y_all
+    order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, kept), needed)
+    return x, y, order, num_classes
+
+
+def cycle(x: np.ndarray, count: int) -> np.ndarray:
+    """`count` samples of x, repeating it when it is shorter."""
+    return x[np.arange(count) % len(x)]
+
+
+def measure_training(adapter, backend, plan: TrainingPlan, x, y, order, rss: PeakRss) -> TrainingResult:
+    """One call of the adapter's own training entry point; the StepClock times its windows."""
+    memory = PhaseMemory(plan, rss, backend)
+    clock = StepClock(plan, sync=backend.sync(), on_boundary=memory.on_boundary)
+    memory.reset()
+    called_at = clock.clock()
+    adapter.train_epoch(x, y, order, clock)
+    return TrainingResult(
+        window_s=clock.window_seconds(),
+        first_step_s=clock.first_step_seconds(called_at),
+        peak_rss_first_step_mb=memory.first_step_peak,
+        peak_rss_window_mb=[memory.window_peak[t] for t in range(plan.trials)],
+        peak_device_window_mb=[memory.window_device_peak[t] for t in range(plan.trials)],
+        compile_cache=backend.compile_cache_note(),
+    )
+
+
+def measure_inference(adapter, backend, bench_cfg, x, batch_size: int, rss: PeakRss) -> list[InferenceTrial]:
+    """Batch-1 latency and large-batch throughput per trial, after untimed warm-up calls.
+
+    The warm-up calls trace or compile each input shape (batch 1 and the large batch).
+    """
+    predict = backend.predictor(adapter)
+    sync = backend.sync()
+    single, batch = x[:LATENCY_BATCH], cycle(x, batch_size)
+    for _ in range(bench_cfg.latency_warmup_calls):
+        predict(single)
+    predict(batch)
+    trials = []
+    for _ in range(bench_cfg.trials):
+        rss.reset()
+        backend.reset_device_peak()
+        latencies = time_calls(lambda: predict(single), bench_cfg.latency_calls, sync=sync)
+        batch_seconds = time_calls(lambda: predict(batch), bench_cfg.inference_calls, sync=sync)
+        trials.append(InferenceTrial(latencies, batch_seconds, rss.peak_mb(), backend.device_peak_mb()))
+    return trials
+
+
+def environment(framework: str, cfg: DictConfig, policy: str) -> dict:
+    """Machine, accelerator, library versions, threads and precision, read back from the framework."""
+    from fwbench.runtime import (
+        applied_threads,
+        determinism_enabled,
+        framework_version,
+        gpu_info,
+        machine_info,
+        precision_flags,
+    )
+
+    machine = machine_info()
+    threads = applied_threads(framework)
+    flags = precision_flags(framework)
+    return {
+        "threads": int(cfg.threads),
+        "intra_op_threads": threads["intra_op"],
+        "inter_op_threads": threads["inter_op"],
+        "cpu_model": machine["cpu_model"],
+        "cpu_count": machine["cpu_count"],
+        **gpu_info(framework),
+        "framework_version": framework_version(framework),
+        "tf32_matmul": flags["tf32_matmul"],
+        "tf32_conv": flags["tf32_conv"],
+        "mixed_precision_policy": flags["mixed_precision"] if framework == "tf" else policy,
+        "deterministic": determinism_enabled(framework),
+        "hostname": machine["hostname"],
+    }
+
+
+def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResult, env: dict, memory: dict,
+               shapes: dict, times: dict) -> dict:
+    """The columns that are the same on every trial row of the job."""
+    from fwbench.models import flops_per_sample
+
+    return {
+        "experiment": cfg.experiment.name,
+        "dataset": cfg.dataset.name,
+        "framework": cfg.framework.name,
+        "model": cfg.model.name,
+        "mode": mode,
+        "device": adapter.device,
+        "precision": cfg.bench.precision,
+        "batch_size": cfg.trainer.batch_size,
+        "optimizer": cfg.trainer.optimizer,
+        "lr": cfg.trainer.lr,
+        "warmup_steps": plan.warmup_steps,
+        "window_steps": plan.window_steps,
+        "trials": plan.trials,
+        "first_step_s": train.first_step_s,
+        "infer_batch_size": cfg.trainer.eval_batch_size,
+        "peak_rss_first_step_mb": train.peak_rss_first_step_mb,
+        "parameter_count": adapter.parameter_count,
+        "flops_per_sample": flops_per_sample(cfg.model.name, shapes["input_shape"], shapes["num_classes"]),
+        "compile_cache": train.compile_cache,
+        "mlflow_run_id": "",
+        **memory,
+        **env,
+        **times,
+    }
+
+
+def trial_values(trial: int, plan: TrainingPlan, batch_size: int, infer_batch: int,
+                 train: TrainingResult, infer: InferenceTrial) -> dict:
+    """The columns measured per trial."""
+    latencies_ms = [seconds * MS_PER_S for seconds in infer.latencies_s]
+    p50, p95, p99 = np.percentile(latencies_ms, LATENCY_QUANTILES)
+    return {
+        "trial": trial,
+        "train_samples_per_s": plan.window_steps * batch_size / train.window_s[trial],
+        "train_window_s": train.window_s[trial],
+        "latency_calls": len(latencies_ms),
+        "infer_latency_p50_ms": float(p50),
+        "infer_latency_p95_ms": float(p95),
+        "infer_latency_p99_ms": float(p99),
+        "infer_samples_per_s": infer_batch * len(infer.batch_seconds) / sum(infer.batch_seconds),
+        "peak_rss_train_mb": train.peak_rss_window_mb[trial],
+        "peak_rss_infer_mb": infer.peak_rss_mb,
+        "peak_device_train_mb": train.peak_device_window_mb[trial],
+        "peak_device_infer_mb": infer.peak_device_mb,
+    }
+
+
+def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
+    """Run one bench job and write its rows; returns them."""
+    job_start, load_avg_start = time.time(), os.getloadavg()[0]
+    framework, model = cfg.framework.name, cfg.model.name
+    mode = job_mode(cfg)  # one-line ConfigError for a mode the framework lacks, before any import
+    check_bench_config(cfg)
+    out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode)
+    log.info("bench job start %.3f: %s/%s/%s, load average %.2f", job_start, framework, model, mode, load_avg_start)
+
+    backend = load_backend(framework)
+    backend.prepare_process()
+    from fwbench.runtime import configure_framework
+    from fwbench.training.run import make_adapter
+
+    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32)
+    backend.set_determinism(cfg.bench.deterministic)
+    policy = backend.before_build(cfg.bench.precision)
+    plan = TrainingPlan(cfg.bench.warmup_steps, window_steps(cfg, model), cfg.bench.trials, POLL_LAG[framework])
+    x, y, order, num_classes = bench_inputs(cfg, plan.steps)
+    adapter = make_adapter(cfg, x.shape[1:], num_classes)
+    backend.apply_mode(adapter, mode, cfg.bench.precision)
+
+    rss = PeakRss()
+    rss_before_train = rss.current_mb()
+    background = BackgroundCpu()
+    train = measure_training(adapter, backend, plan, x, y, order, rss)
+    infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
+    background_share = background.share()
+    env = environment(framework, cfg, policy)
+    memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train}
+    shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
+    times = {
+        "background_cpu_share": background_share,
+        "job_start_unix": job_start, "job_end_unix": time.time(),
+        "load_avg_start": load_avg_start, "load_avg_end": os.getloadavg()[0],
+    }
+    job = job_values(cfg, mode, plan, adapter, train, env, memory, shapes, times)
+    rows = [
+        {**job, **trial_values(t, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[t])}
+        for t in range(plan.trials)
+    ]
+    write_rows(out_path, rows)
+    log_job_summary(rows)
+    log.info("bench job end %.3f -> %s", times["job_end_unix"], out_path)
+    return rows
+
+
+def log_job_summary(rows: list[dict]) -> None:
+    throughput = np.array([row["train_samples_per_s"] for row in rows])
+    cv = throughput.std(ddof=1) / throughput.mean() if len(throughput) > 1 else math.nan
+    first = rows[0]
+    log.info(
+        "train %.0f samples/s (median of %d trials, CV %.1f%%), first step %.2f s | "
+        "batch-1 latency p50 %.2f ms | inference %.0f samples/s | peak RSS train %.0f MiB (%s) | "
+        "other processes took %.0f%% of the machine",
+        np.median(throughput), len(rows), 100 * cv, first["first_step_s"],
+        np.median([row["infer_latency_p50_ms"] for row in rows]),
+        np.median([row["infer_samples_per_s"] for row in rows]),
+        np.median([row["peak_rss_train_mb"] for row in rows]), first["rss_method"],
+        100 * first["background_cpu_share"],
+    )
+    if first["background_cpu_share"] > BUSY_SHARE:
+        log.warning("the machine was busy while this job measured: its numbers are not an idle machine's")
+
+
+def log_to_tracking(cfg: DictConfig, table):
+    """THE place where bench results go to MLflow; today it logs nothing.
+
+    Bench jobs themselves stay free of MLflow: its import, store writes and
+    system-metrics sampler would run in the timed process. Once wired, this
+    opens one `fwbench.tracking.child_run(job_cfg, "bench", tags={"mode": ...})`
+    per framework x model x mode (job_cfg: cfg with that framework and model),
+    logs the summary medians and IQRs as metrics and the job's CSV as an
+    artifact, and writes each run id into the table's `mlflow_run_id` column.
+    """
+    return table
+
+
+def aggregate_results(cfg: DictConfig) -> Path:
+    """Join every bench job's rows into bench_results.csv (+ bench_summary.csv)."""
+    check_bench_config(cfg)
+    paths = [job_rows_path(cfg, *job) for job in bench_grid(cfg)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise DataError(f"bench rows missing: {missing[0]} (and {len(missing) - 1} more); run the bench jobs first")
+    table = read_rows(paths)
+    check_no_overlap(table)
+    busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(["framework", "model", "mode"])
+    for job in busy.itertuples(index=False):
+        log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it",
+                    job.framework, job.model, job.mode, 100 * job.background_cpu_share)
+    table = log_to_tracking(cfg, table)
+    write_csv_atomic(table, results_path(cfg))
+    write_csv_atomic(summarize(table), summary_path(cfg))
+    log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
+    return results_path(cfg)

@@ -1,0 +1,379 @@
+"""The bench: warm-up outside the timed windows, threads applied, the table's schema,
+one-line refusal of a mode a framework lacks, timed jobs alone, the GPU script's paths."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import numpy as np
+import pytest
+# Before TensorFlow: torch._dynamo loads triton, whose bundled LLVM crashes the process
+# when TensorFlow's is already loaded (torch.optim imports it at the first step).
+import torch._dynamo  # noqa: F401
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_script, run_snakemake
+from fwbench.bench import MODES, RESULT_COLUMNS, bench_grid, check_bench_config, check_mode
+from fwbench.bench.table import check_no_overlap, check_columns, summarize
+from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
+from fwbench.config import compose_config
+from fwbench.errors import ConfigError, DataError
+
+# Small enough to run in seconds, with every phase present.
+TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=50"]
+# Columns the report reads (src/fwbench/reporting); renaming one must fail here first.
+REPORT_COLUMNS = (
+    "framework", "model", "mode", "trial", "trials", "device", "optimizer", "train_samples_per_s",
+    "first_step_s", "infer_latency_p50_ms", "infer_latency_p95_ms", "infer_latency_p99_ms",
+    "infer_samples_per_s", "peak_rss_train_mb", "peak_device_train_mb", "parameter_count",
+    "flops_per_sample", "mlflow_run_id",
+)
+
+
+# ---------------------------------------------------------------- timing windows
+
+
+class FakeLoop:
+    """A training loop that polls should_stop once per step, as the adapters do,
+    on a fake clock: step 0 (compilation) is slow, warm-up steps slower than the rest."""
+
+    def __init__(self, poll_lag: int, first_step: float, warmup_step: float, steady_step: float, warmup: int):
+        self.now = 0.0
+        self.poll_lag = poll_lag
+        self.durations = (first_step, warmup_step, steady_step)
+        self.warmup = warmup
+
+    def clock(self) -> float:
+        return self.now
+
+    def step_seconds(self, step: int) -> float:
+        first, warmup, steady = self.durations
+        return first if step == 0 else warmup if step < self.warmup else steady
+
+    def train_epoch(self, steps: int, should_stop) -> None:
+        for step in range(steps):
+            if self.poll_lag == 1 and should_stop():  # torch: polls before each step
+                break
+            self.now += self.step_seconds(step)
+            if self.poll_lag == 0 and should_stop():  # Keras: polls after each step
+                break
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_windows_exclude_warmup_and_first_step(framework):
+    warmup, window, trials, steady = 3, 4, 5, 0.25
+    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework])
+    loop = FakeLoop(POLL_LAG[framework], first_step=100.0, warmup_step=10.0, steady_step=steady, warmup=warmup)
+
+    def bookkeeping(poll):  # memory reads at boundaries cost time, but outside every window
+        loop.now += 7.0
+
+    clock = StepClock(plan, clock=loop.clock, on_boundary=bookkeeping)
+    loop.train_epoch(plan.steps, clock)
+    assert clock.polls == plan.steps
+    assert clock.window_seconds() == pytest.approx([window * steady] * trials)
+    assert clock.first_step_seconds(called_at=0.0) == pytest.approx(100.0)
+
+
+def test_plan_counts_steps_and_windows():
+    plan = TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=1)
+    assert plan.steps == 3 + 5 * 10 + 1
+    assert plan.window_polls(0) == (3, 13)
+    assert plan.window_polls(4) == (43, 53)
+    with pytest.raises(ValueError):
+        TrainingPlan(warmup_steps=0, window_steps=10, trials=5, poll_lag=0)
+
+
+def test_clock_reports_a_loop_that_polls_too_rarely():
+    plan = TrainingPlan(1, 2, 2, poll_lag=0)
+    clock = StepClock(plan)
+    for _ in range(plan.steps - 2):
+        clock()
+    with pytest.raises(RuntimeError, match="once per step"):
+        clock.window_seconds()
+
+
+def test_time_calls_syncs_before_each_clock_read():
+    events = []
+    ticks = iter(range(100))
+    durations = time_calls(lambda: events.append("call"), 3, clock=lambda: next(ticks),
+                           sync=lambda: events.append("sync"))
+    assert events == ["call", "sync"] * 3
+    assert durations == [1, 1, 1]
+
+
+def tiny_trainer():
+    return OmegaConf.create({"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "adam_epsilon": 1e-7,
+                             "batch_size": 8, "epochs": 1, "eval_batch_size": 8})
+
+
+def steps_done_keras(adapter) -> int:
+    return int(np.asarray(adapter.model.optimizer.iterations))
+
+
+def steps_done_torch(adapter) -> int:
+    states = list(adapter.optimizer.state.values())
+    return int(states[0]["step"]) if states else 0
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
+    """POLL_LAG is what the pipeline's adapters do: poll i comes after step i - lag."""
+    if framework == "tf":
+        from fwbench.training.keras_adapter import KerasAdapter as Adapter
+
+        steps_done = steps_done_keras
+    else:
+        from fwbench.training.torch_adapter import TorchAdapter as Adapter
+
+        steps_done = steps_done_torch
+    trainer = tiny_trainer()
+    adapter = Adapter("linear", (28, 28, 1), 10, trainer)
+    steps = 5
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * trainer.batch_size, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    seen = []
+
+    def poll():
+        seen.append(steps_done(adapter))
+        return False
+
+    adapter.train_epoch(x, y, np.arange(len(x)), poll)
+    lag = POLL_LAG[framework]
+    assert seen == [poll_index + 1 - lag for poll_index in range(steps)]
+
+
+def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypatch):
+    from fwbench.bench import contention
+
+    readings = {"machine": 100.0, "own": 10.0, "wall": 50.0}
+    monkeypatch.setattr(contention, "_machine_busy_seconds", lambda: readings["machine"])
+    monkeypatch.setattr(contention, "_own_cpu_seconds", lambda: readings["own"])
+    monkeypatch.setattr(contention.time, "perf_counter", lambda: readings["wall"])
+    monkeypatch.setattr(contention.os, "cpu_count", lambda: 2)
+    background = contention.BackgroundCpu()
+    # 10 s of wall time on 2 CPUs: the machine was busy 16 CPU-s, this process 6 of them.
+    readings.update(machine=116.0, own=16.0, wall=60.0)
+    assert background.share() == pytest.approx(10.0 / 20.0)
+
+
+# ---------------------------------------------------------------- config and refusal
+
+
+def test_mode_the_framework_lacks_is_one_line():
+    with pytest.raises(ConfigError) as error:
+        check_mode("torch", "xla")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "'xla'" in message and "eager, compile" in message
+
+
+def test_bench_job_refuses_unknown_mode_before_any_work(monkeypatch, tmp_path):
+    from fwbench.bench import run
+
+    def must_not_load(framework):
+        raise AssertionError("the framework was imported before the mode was checked")
+
+    monkeypatch.setattr(run, "load_backend", must_not_load)
+    cfg = compose_config(CONFIG_DIR, ["framework=torch", "model=linear", "bench.mode=xla",
+                                      *redirected_paths(tmp_path)])
+    with pytest.raises(ConfigError, match="accepted are eager, compile"):
+        run.bench_variant(cfg)
+    assert not (tmp_path / "results").exists()
+
+
+def test_bench_script_refuses_unknown_mode_with_one_line():
+    result = run_script("bench", "framework=torch", "model=linear", "bench.mode=xla", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "fwbench: error: bench mode 'xla' does not exist for framework=torch: accepted are eager, compile"
+    ]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("bench.precision=fp16", "bench.precision='fp16'"),
+    ("bench.modes.tf=[graph,compile]", "'compile' does not exist for framework=tf"),
+    ("bench.trials=0", "bench.trials=0"),
+])
+def test_bad_bench_config_is_refused(override, fragment):
+    cfg = compose_config(CONFIG_DIR, [override])
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
+        check_bench_config(cfg)
+
+
+def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
+    cfg = compose_config(CONFIG_DIR, ["experiment=default"])
+    grid = bench_grid(cfg)
+    assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in cfg.experiment.frameworks)
+    assert ("torch", "convnet", "compile") in grid and ("torch", "convnet", "xla") not in grid
+
+
+# ---------------------------------------------------------------- a real job: threads, schema
+
+
+def read_csv_rows(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
+    import torch
+
+    from fwbench.bench.run import bench_variant
+
+    before = torch.get_num_threads()
+    threads = 1 if before != 1 else 2  # differs from the process's count, so the test can fail
+    cfg = compose_config(CONFIG_DIR, ["experiment=smoke", "framework=torch", "model=lenet",
+                                      f"threads={threads}", *TINY_BENCH, *redirected_paths(smoke_data)])
+    try:
+        rows = bench_variant(cfg)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    columns, written = read_csv_rows(smoke_data / "results/smoke/digits/bench/torch/lenet/eager.csv")
+    assert tuple(columns) == RESULT_COLUMNS
+    assert set(REPORT_COLUMNS) <= set(columns)
+    assert len(written) == len(rows) == 2
+    for row in written:
+        assert int(row["intra_op_threads"]) == threads
+        assert row["mode"] == "eager" and row["device"] == "cpu"
+        assert float(row["train_samples_per_s"]) > 0
+        assert float(row["first_step_s"]) > 0
+        assert float(row["infer_latency_p50_ms"]) <= float(row["infer_latency_p99_ms"])
+
+
+@pytest.mark.slow
+def test_tf_bench_job_applies_threads(smoke_data):
+    result = run_script("bench", "experiment=smoke", "framework=tf", "model=linear", "bench.mode=xla",
+                        "threads=1", *TINY_BENCH, *redirected_paths(smoke_data))
+    assert result.returncode == 0, result.stderr[-3000:]
+    columns, rows = read_csv_rows(smoke_data / "results/smoke/digits/bench/tf/linear/xla.csv")
+    assert tuple(columns) == RESULT_COLUMNS
+    assert {(row["intra_op_threads"], row["inter_op_threads"]) for row in rows} == {("1", "1")}
+
+
+# ---------------------------------------------------------------- the table
+
+
+def fake_rows(framework, model, mode, start, end, host="vm", throughputs=(100.0, 110.0, 120.0)):
+    rows = []
+    for trial, value in enumerate(throughputs):
+        row = {column: 0 for column in RESULT_COLUMNS}
+        row.update(framework=framework, model=model, mode=mode, trial=trial, hostname=host,
+                   job_start_unix=start, job_end_unix=end, train_samples_per_s=value)
+        rows.append(row)
+    return rows
+
+
+def test_schema_check_names_missing_columns():
+    check_columns(RESULT_COLUMNS, "ok")
+    with pytest.raises(DataError, match="missing \\['first_step_s'\\]"):
+        check_columns([c for c in RESULT_COLUMNS if c != "first_step_s"], "old.csv")
+
+
+def test_overlapping_jobs_on_one_machine_are_refused():
+    import pandas as pd
+
+    apart = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 10) + fake_rows("torch", "mlp", "eager", 10, 20))
+    check_no_overlap(apart)
+    other_host = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 10)
+                              + fake_rows("torch", "mlp", "eager", 5, 20, host="node2"))
+    check_no_overlap(other_host)
+    overlapping = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 10) + fake_rows("torch", "mlp", "eager", 9, 20))
+    with pytest.raises(DataError, match="overlapped on vm: tf/mlp/graph"):
+        check_no_overlap(overlapping)
+
+
+def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
+    from fwbench.bench import job_rows_path, results_path, summary_path
+    from fwbench.bench.run import aggregate_results
+    from fwbench.bench.table import write_rows
+
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
+                                      *redirected_paths(tmp_path)])
+    for start, (framework, model, mode) in enumerate(bench_grid(cfg)):
+        write_rows(job_rows_path(cfg, framework, model, mode), fake_rows(framework, model, mode, start, start + 0.5))
+    aggregate_results(cfg)
+    columns, rows = read_csv_rows(results_path(cfg))
+    assert tuple(columns) == RESULT_COLUMNS
+    assert {row["mode"] for row in rows} == set(MODES["torch"])
+    summary_columns, summary = read_csv_rows(summary_path(cfg))
+    assert len(summary) == len(MODES["torch"])
+    assert {"train_samples_per_s_median", "train_samples_per_s_iqr", "train_samples_per_s_cv"} <= set(summary_columns)
+
+
+def test_summary_is_median_and_iqr_over_trials():
+    import pandas as pd
+
+    table = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 1, throughputs=(100.0, 110.0, 120.0, 130.0, 1000.0)))
+    summary = summarize(table).iloc[0]
+    assert summary["train_samples_per_s_median"] == 120.0
+    assert summary["train_samples_per_s_iqr"] == 130.0 - 110.0
+    assert summary["n_trials"] == 5
+
+
+# ---------------------------------------------------------------- the DAG: timed jobs alone
+
+
+def test_bench_jobs_hold_the_machine_and_every_other_job_a_share(tmp_path):
+    """Dry run: each job's resources. A bench job holds the whole cap, so nothing runs beside it."""
+    overrides = " ".join(redirected_paths(tmp_path))
+    result = run_snakemake("-n", "--config", "experiment=smoke", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = result.stdout.split("\nrule ")[1:]
+    shares = {}
+    for job in jobs:
+        name = job.split(":", 1)[0]
+        if "Shell command: None" in job:  # the target rule: runs nothing
+            continue
+        for line in job.splitlines():
+            if line.strip().startswith("resources:"):
+                shares.setdefault(name, set()).add(line.split("machine_share=")[1].split(",")[0])
+    assert shares.pop("bench") == {"1000"}
+    assert shares and all(values == {"1"} for values in shares.values()), shares
+
+
+# ---------------------------------------------------------------- the GPU script
+
+
+def load_gpu_bench():
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    try:
+        import gpu_bench
+    finally:
+        sys.path.pop(0)
+    return gpu_bench
+
+
+def test_gpu_bench_names_its_folder_after_the_device():
+    gpu_bench = load_gpu_bench()
+    assert gpu_bench.device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert gpu_bench.report_folder(PROJECT_ROOT / "reports", "NVIDIA H100 80GB HBM3").name == "gpu-nvidia-h100-80gb-hbm3"
+
+
+def test_gpu_bench_refuses_a_machine_without_gpu(monkeypatch, capsys):
+    gpu_bench = load_gpu_bench()
+    monkeypatch.setattr(gpu_bench, "detect_gpu", lambda: None)
+    assert gpu_bench.main([]) == gpu_bench.EXIT_NO_GPU
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_the_grid_with_only_the_device_mocked(smoke_data, monkeypatch):
+    """On the CPU, with detect_gpu pretending: the whole script, a tiny grid, results under reports/gpu-<name>/."""
+    gpu_bench = load_gpu_bench()
+    monkeypatch.setattr(gpu_bench, "detect_gpu", lambda: "Fake GPU 9000")
+    reports = smoke_data / "gpu-reports"
+    overrides = ["experiment=smoke", *TINY_BENCH, f"paths.data={smoke_data / 'data'}"]
+    assert gpu_bench.main(["--reports-dir", str(reports), "--work-root", str(smoke_data / "gpu-work"),
+                           "--cores", "2", *overrides]) == 0
+    folder = reports / "gpu-fake-gpu-9000"
+    columns, rows = read_csv_rows(folder / "bench_results.csv")
+    assert tuple(columns) == RESULT_COLUMNS
+    assert {(row["framework"], row["mode"]) for row in rows} == {
+        (framework, mode) for framework, modes in MODES.items() for mode in modes
+    }
+    assert "Fake GPU 9000" in (folder / "device.json").read_text()
