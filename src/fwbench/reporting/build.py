@@ -48,8 +48,11 @@ def framework_name(framework: str) -> str:
 
 
 def git_commit() -> str:
+    """The commit of the code that made the report (its source checkout, not the working directory)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
 
