@@ -173,14 +173,14 @@ def test_smoke_experiment_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
     assert slurm_run.returncode == 0, log[-5000:]
 
     # Every job ran once: the localrules here, all others as SLURM jobs.
-    dag, local = job_counts(log), local_rules(log)
-    assert MUST_BE_LOCAL & dag.keys() <= local
+    dag, ran_here = job_counts(log), local_rules(log)
+    assert MUST_BE_LOCAL & dag.keys() <= ran_here
     jobs = slurm_jobs(re.search(r"SLURM run ID: (\S+)", log).group(1))
     submitted = {}
     for job in jobs:
         assert job["JobState"] == "COMPLETED", job
         submitted[rule_of(job)] = submitted.get(rule_of(job), 0) + 1
-    assert submitted == {rule: count for rule, count in dag.items() if rule not in local}
+    assert submitted == {rule: count for rule, count in dag.items() if rule not in ran_here}
     assert "train" in submitted and "evaluate" in submitted
 
     # The framework jobs asked SLURM for one GPU; the others for none.
