@@ -57,6 +57,15 @@ def git_commit() -> str:
         return "unknown (not a git checkout)"
 
 
+def model_framework_groups(table: pd.DataFrame, models: list[str]):
+    """(model, framework, rows) for every model x framework present in the table, in report order."""
+    for model in models:
+        for framework in FRAMEWORK_NAMES:
+            group = subset(table, framework=framework, model=model)
+            if not group.empty:
+                yield model, framework, group
+
+
 # --- sections -----------------------------------------------------------------
 
 def summary_section(results: list) -> Section:
@@ -92,20 +101,16 @@ def dominant_verdict(counts: dict[str, int]) -> str:
 
 def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[str], figure_dir: Path) -> Section:
     rows = []
-    for model in models:
-        for framework in FRAMEWORK_NAMES:
-            group = subset(training, framework=framework, model=model)
-            if group.empty:
-                continue
-            ci = mean_ci(group["test_accuracy"])
-            epoch = mean_ci(group["epoch_time_s"])
-            rows.append([
-                model, framework_name(framework), str(ci.n),
-                f"{fmt(ci.mean * 100, 2)} ± {fmt(ci.half_width * 100, 2)}",
-                fmt(group["test_accuracy"].std() * 100, 2),
-                f"{fmt(epoch.mean, 2)} ± {fmt(epoch.half_width, 2)}",
-                f"{int(group['parameter_count'].iloc[0]):,}",
-            ])
+    for model, framework, group in model_framework_groups(training, models):
+        ci = mean_ci(group["test_accuracy"])
+        epoch = mean_ci(group["epoch_time_s"])
+        rows.append([
+            model, framework_name(framework), str(ci.n),
+            f"{fmt(ci.mean * 100, 2)} ± {fmt(ci.half_width * 100, 2)}",
+            fmt(group["test_accuracy"].std() * 100, 2),
+            f"{fmt(epoch.mean, 2)} ± {fmt(epoch.half_width, 2)}",
+            f"{int(group['parameter_count'].iloc[0]):,}",
+        ])
     return Section(
         "accuracy", "Accuracy",
         ["Test accuracy over seeds (mean ± 95 % t half-width; n/a with one seed) and the mean training time "
@@ -121,19 +126,15 @@ def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[
 def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Section:
     targets = [c for c in training.columns if c.startswith("time_to_")]
     rows = []
-    for model in models:
-        for framework in FRAMEWORK_NAMES:
-            group = subset(training, framework=framework, model=model)
-            if group.empty:
-                continue
-            cells = []
-            for column in targets:
-                reached = group[column].dropna()
-                cells.append(
-                    f"{fmt(reached.mean(), 1)} s ({len(reached)}/{len(group)} seeds)" if len(reached) else
-                    f"not reached (0/{len(group)})"
-                )
-            rows.append([model, framework_name(framework), *cells])
+    for model, framework, group in model_framework_groups(training, models):
+        cells = []
+        for column in targets:
+            reached = group[column].dropna()
+            cells.append(
+                f"{fmt(reached.mean(), 1)} s ({len(reached)}/{len(group)} seeds)" if len(reached) else
+                f"not reached (0/{len(group)})"
+            )
+        rows.append([model, framework_name(framework), *cells])
     header = ["model", "framework", *[f"val acc ≥ {c[len('time_to_'):-2]}" for c in targets]]
     return Section(
         "time-to-accuracy", "Time to accuracy",
@@ -191,17 +192,13 @@ def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
     if exports is None or exports.empty:
         return Section("export", "Export and reload", ["Not measured in this run."])
     rows = []
-    for model in models:
-        for framework in FRAMEWORK_NAMES:
-            group = subset(exports, framework=framework, model=model)
-            if group.empty:
-                continue
-            rows.append([
-                model, framework_name(framework), group["export_format"].iloc[0],
-                fmt(group["export_size_mb"].mean(), 3), fmt(group["load_time_s"].mean(), 3),
-                fmt(group["first_prediction_ms"].mean(), 2), fmt(group["prediction_parity"].mean() * 100, 2),
-                str(len(group)),
-            ])
+    for model, framework, group in model_framework_groups(exports, models):
+        rows.append([
+            model, framework_name(framework), group["export_format"].iloc[0],
+            fmt(group["export_size_mb"].mean(), 3), fmt(group["load_time_s"].mean(), 3),
+            fmt(group["first_prediction_ms"].mean(), 2), fmt(group["prediction_parity"].mean() * 100, 2),
+            str(len(group)),
+        ])
     return Section(
         "export", "Export and reload",
         ["Each trained model exported to its framework's deployable format, reloaded, and compared with the "
