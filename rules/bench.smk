@@ -11,6 +11,7 @@ localrules:
 rule bench:
     input:
         PROCESSED_MANIFEST,
+        parent=TRACKING_PARENT,
     output:
         rows=BENCH_ROWS,
     log:
@@ -26,7 +27,7 @@ rule bench:
     conda:
         "../envs/{framework}.yaml"
     shell:
-        "python {params.script} {params.overrides}"
+        tracking_env("bench") + "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
         " bench.mode={wildcards.mode} threads={threads} > {log} 2>&1"
 

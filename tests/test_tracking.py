@@ -16,10 +16,13 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import CONFIG_DIR, project_env, redirected_paths, run_snakemake
 from fwbench import tracking
+from fwbench.bench import bench_grid
+from fwbench.bench import results_path as bench_results_path
 from fwbench.config import compose_config, experiment_grid, run_dir
 from fwbench.tracking import (
     TrackingError,
@@ -409,13 +412,33 @@ def result_files(results: Path) -> list[tuple[Path, dict]]:
     return files
 
 
-def evaluate_targets(cfg) -> list[str]:
-    """The smoke grid's metrics.json files: they pull in start_tracking, train and evaluate.
+def job_targets(cfg) -> list[str]:
+    """The smoke grid's metrics.json files (they pull in start_tracking, train and
+    evaluate) and the bench table (every bench job). Named explicitly so the test
+    does not depend on the report stage."""
+    metrics = [str(run_dir(cfg, framework, model, seed) / "metrics.json") for framework, model, seed in experiment_grid(cfg)]
+    return [*metrics, str(bench_results_path(cfg))]
 
-    Named explicitly so the test does not depend on the report and bench stages;
-    bench joins this check once its result files carry mlflow_run_id (add its outputs here).
-    """
-    return [str(run_dir(cfg, framework, model, seed) / "metrics.json") for framework, model, seed in experiment_grid(cfg)]
+
+def bench_run_ids(cfg) -> set[str]:
+    return set(pd.read_csv(bench_results_path(cfg))["mlflow_run_id"])
+
+
+def check_bench_runs(cfg, client, by_id: dict) -> None:
+    """Each bench job's run is tagged as such and holds every trial's numbers at step = trial."""
+    table = pd.read_csv(bench_results_path(cfg))
+    jobs = table.groupby(["framework", "model", "mode"], sort=False)
+    assert sorted(jobs.groups) == sorted(bench_grid(cfg))
+    for (framework, model, mode), rows in jobs:
+        assert rows["mlflow_run_id"].nunique() == 1, (framework, model, mode)
+        run = by_id[rows["mlflow_run_id"].iloc[0]]
+        tags = run.data.tags
+        assert (tags["job"], tags["framework"], tags["model"], tags["mode"]) == ("bench", framework, model, mode)
+        assert tags["snakemake_rule"] == "bench"
+        for key in ("train_samples_per_s", "infer_latency_p50_ms", "peak_rss_train_mb"):
+            logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            assert logged == list(zip(rows["trial"], rows[key])), (framework, model, mode, key)
+            assert run.data.metrics[f"{key}_median"] == pytest.approx(rows[key].median())
 
 
 def check_runs_match_result_files(base: Path) -> None:
@@ -429,13 +452,16 @@ def check_runs_match_result_files(base: Path) -> None:
     )
     by_id = {run.info.run_id: run for run in children}
     files = result_files(base / "results")
+    bench_ids = bench_run_ids(cfg)
     grid = experiment_grid(cfg)
     print(f"\nsmoke: {len(children)} child runs under parent {parent['parent_run_id']}, "
           f"{len(files)} result files naming a run")
 
-    # One run per job: every result file names a distinct child; no child is left over.
-    assert len(files) == len(by_id) == len({payload["mlflow_run_id"] for _, payload in files})
-    assert {payload["mlflow_run_id"] for _, payload in files} == set(by_id)
+    # One run per job: every result file and bench job names a distinct child; no child is left over.
+    json_ids = {payload["mlflow_run_id"] for _, payload in files}
+    assert len(files) == len(json_ids)
+    assert len(json_ids) + len(bench_ids) == len(by_id)
+    assert json_ids | bench_ids == set(by_id)
     assert {run.info.status for run in children} == {"FINISHED"}
     jobs = [(run.data.tags["job"], run.data.tags["framework"], run.data.tags["model"], int(run.data.tags["seed"]))
             for run in children]
@@ -457,6 +483,7 @@ def check_runs_match_result_files(base: Path) -> None:
             assert evaluate_run.data.metrics[key] == metrics[key], key
         assert evaluate_run.data.tags["snakemake_rule"] == "evaluate"
         assert "logs" in [a.path for a in client.list_artifacts(evaluate_run.info.run_id)]
+    check_bench_runs(cfg, client, by_id)
 
 
 @pytest.mark.slow
@@ -464,7 +491,7 @@ def test_smoke_pipeline_has_one_child_run_per_job_with_the_result_files_numbers(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     overrides = " ".join(redirected_paths(tmp_path))
     # Targets before --config, which takes every argument after it.
-    result = run_snakemake(*evaluate_targets(tmp_cfg(tmp_path)), "--cores", "2",
+    result = run_snakemake(*job_targets(tmp_cfg(tmp_path)), "--cores", "2",
                            "--config", "experiment=smoke", f"overrides={overrides}",
                            cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT_S * 3)
     assert result.returncode == 0, result.stderr[-5000:]

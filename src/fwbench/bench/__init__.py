@@ -101,7 +101,7 @@ SCHEMA = {
     "load_avg_end": "1-minute load average when the job ended (counts the job itself)",
     "job_start_unix": "job start, seconds since the epoch (no two timed jobs may overlap)",
     "job_end_unix": "job end, seconds since the epoch",
-    "mlflow_run_id": "MLflow run that mirrors this job, empty until tracking is wired in",
+    "mlflow_run_id": "MLflow run of the bench job that measured this row (empty when tracking.enabled is false)",
 }
 RESULT_COLUMNS = tuple(SCHEMA)
 # What the summary aggregates (median and IQR over trials).

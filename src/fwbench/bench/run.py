@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fwbench.bench import (
+    METRIC_COLUMNS,
     bench_grid,
     check_bench_config,
     job_mode,
@@ -287,10 +288,33 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
         {**job, **trial_values(t, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[t])}
         for t in range(plan.trials)
     ]
-    write_rows(out_path, rows)
+    write_tracked_rows(cfg, mode, rows, out_path)
     log_job_summary(rows)
     log.info("bench job end %.3f -> %s", times["job_end_unix"], out_path)
     return rows
+
+
+def write_tracked_rows(cfg: DictConfig, mode: str, rows: list[dict], out_path: Path) -> None:
+    """Write the job's rows inside its MLflow child run, which holds the same numbers.
+
+    The run opens only now, after every timed phase: MLflow's import, its store
+    writes and its system-metrics sampler would otherwise run beside the
+    measurement. Each trial's metrics go in at step = trial, their median, IQR
+    and CV as summary metrics, and the rows file as an artifact.
+    """
+    import pandas as pd
+
+    from fwbench.tracking import child_run
+
+    with child_run(cfg, "bench", tags={"mode": mode}) as tracked:
+        for row in rows:
+            row["mlflow_run_id"] = tracked.run_id or ""
+        tracked.log_history([{key: row[key] for key in ("trial", *METRIC_COLUMNS)} for row in rows], step_key="trial")
+        summary = summarize(pd.DataFrame(rows)).iloc[0]
+        summary_metrics = [name for name in summary.index if name.endswith(("_median", "_iqr", "_cv"))]
+        tracked.log_metrics({name: summary[name] for name in summary_metrics})
+        write_rows(out_path, rows)
+        tracked.log_artifact(out_path)
 
 
 def log_job_summary(rows: list[dict]) -> None:
@@ -311,19 +335,6 @@ def log_job_summary(rows: list[dict]) -> None:
         log.warning("the machine was busy while this job measured: its numbers are not an idle machine's")
 
 
-def log_to_tracking(cfg: DictConfig, table):
-    """THE place where bench results go to MLflow; today it logs nothing.
-
-    Bench jobs themselves stay free of MLflow: its import, store writes and
-    system-metrics sampler would run in the timed process. Once wired, this
-    opens one `fwbench.tracking.child_run(job_cfg, "bench", tags={"mode": ...})`
-    per framework x model x mode (job_cfg: cfg with that framework and model),
-    logs the summary medians and IQRs as metrics and the job's CSV as an
-    artifact, and writes each run id into the table's `mlflow_run_id` column.
-    """
-    return table
-
-
 def aggregate_results(cfg: DictConfig) -> Path:
     """Join every bench job's rows into bench_results.csv (+ bench_summary.csv)."""
     check_bench_config(cfg)
@@ -337,7 +348,6 @@ def aggregate_results(cfg: DictConfig) -> Path:
     for job in busy.itertuples(index=False):
         log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it",
                     job.framework, job.model, job.mode, 100 * job.background_cpu_share)
-    table = log_to_tracking(cfg, table)
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
     log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
