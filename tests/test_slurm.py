@@ -196,5 +196,8 @@ def test_smoke_experiment_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
         assert scheduler.get("SLURM_STEP_GPUS") or scheduler.get("SLURM_JOB_GPUS"), (point, scheduler)
         assert scheduler.get("CUDA_VISIBLE_DEVICES"), (point, scheduler)
         assert output["history"]["device"] in ("cpu", "cuda")
+        # The evaluate job, a SLURM job of its own, records its job and device too.
+        assert output["metrics"]["scheduler"]["SLURM_JOB_ID"] in job_ids, point
+        assert output["metrics"]["device"] in ("cpu", "cuda")
         # Same seeds, same threads: the same numbers as the local run.
         assert numbers(output) == numbers(local_outputs[point]), point

@@ -52,9 +52,7 @@ class KerasAdapter:
 
     @property
     def device(self) -> str:
-        import tensorflow as tf
-
-        return "cuda" if tf.config.list_logical_devices("GPU") else "cpu"
+        return keras_device()
 
     def reseed(self, seed: int) -> None:
         keras.utils.set_random_seed(seed)
@@ -92,7 +90,14 @@ class KerasAdapter:
         return path
 
 
+def keras_device() -> str:
+    """Where TensorFlow places the model's ops: the first GPU when it sees one."""
+    import tensorflow as tf
+
+    return "cuda" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
 def load_keras_logits_fn(model_dir: Path):
-    """The saved model as a function from NHWC arrays to logits (for evaluate)."""
+    """The saved model as a function from NHWC arrays to logits (for evaluate), and its device."""
     model = keras.models.load_model(Path(model_dir) / MODEL_FILE)
-    return lambda x, batch_size: np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return lambda x, batch_size: np.asarray(model.predict(x, batch_size=batch_size, verbose=0)), keras_device()

@@ -88,6 +88,7 @@ def train_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     return result
 
 def load_logits_fn(cfg: DictConfig, model_dir: Path, input_shape, num_classes: int):
+    """(NHWC arrays -> logits function, the device it runs on) for the saved model."""
     if cfg.framework.name == "tf":
         from fwbench.training.keras_adapter import load_keras_logits_fn
 
@@ -107,9 +108,11 @@ def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
         data_dir = processed_dir(cfg)
         manifest = read_manifest(data_dir)
         x_test, y_test = load_split(data_dir, "test")
-        predict = load_logits_fn(cfg, out_dir / MODEL_DIR, x_test.shape[1:], manifest["num_classes"])
+        predict, device = load_logits_fn(cfg, out_dir / MODEL_DIR, x_test.shape[1:], manifest["num_classes"])
         logits = predict(x_test, cfg.trainer.eval_batch_size)
         metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
+        metrics["device"] = device
+        metrics["scheduler"] = scheduler_info()
         metrics["class_names"] = list(manifest.get("class_names", []))
         metrics["export"] = export_and_reload(
             cfg.framework.name, cfg.model.name, out_dir / MODEL_DIR, out_dir,

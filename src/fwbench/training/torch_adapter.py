@@ -108,8 +108,8 @@ def predict_in_batches(model: torch.nn.Module, x: np.ndarray, batch_size: int, d
 
 
 def load_torch_logits_fn(model_dir: Path, model_name: str, input_shape, num_classes: int):
-    """The saved state dict rebuilt into its architecture, as a function NHWC arrays -> logits."""
+    """The saved state dict rebuilt into its architecture, as a function NHWC arrays -> logits, and its device."""
     device = pick_device()
     model = build_torch_model(model_name, tuple(input_shape), num_classes).to(device)
     model.load_state_dict(torch.load(Path(model_dir) / MODEL_FILE, map_location=device))
-    return lambda x, batch_size: predict_in_batches(model, x, batch_size, device)
+    return lambda x, batch_size: predict_in_batches(model, x, batch_size, device), device.type
