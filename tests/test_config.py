@@ -59,6 +59,13 @@ def test_article_recipes_apply_per_model():
     assert on_fashion.dataset.name == "fashion_mnist"
 
 
+def test_a_command_line_trainer_key_wins_over_the_model_recipe():
+    recipe = compose_config(CONFIG_DIR, ["model=convnet"])
+    assert (recipe.trainer.lr, recipe.trainer.epochs) == (0.003, 3)
+    overridden = compose_config(CONFIG_DIR, ["model=convnet", "trainer.epochs=1"])
+    assert (overridden.trainer.lr, overridden.trainer.epochs) == (0.003, 1)
+
+
 def test_run_dir_matches_for_pipeline_and_hand_runs():
     by_hand = compose_config(CONFIG_DIR, ["framework=torch", "model=lenet", "seed=3"])
     assert run_dir(by_hand, "torch", "lenet", 3) == run_dir(by_hand, by_hand.framework.name, by_hand.model.name, by_hand.seed)

@@ -58,9 +58,19 @@ def compose_config(config_dir: Path, overrides: Iterable[str] = ()) -> DictConfi
             cfg = compose(config_name="config", overrides=overrides)
         except HydraException as error:
             raise ConfigError(_one_line_hydra_error(error, overrides)) from None
-    cfg = _apply_model_recipe(cfg)
+    cfg = _apply_model_recipe(cfg, _overridden_trainer_keys(overrides))
     validate_config(cfg, config_dir)
     return cfg
+
+
+def _overridden_trainer_keys(overrides: list[str]) -> set[str]:
+    """The trainer keys set on the command line (`trainer.epochs=2`): they win over a per-model recipe."""
+    keys = set()
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key.startswith("trainer."):
+            keys.add(key.removeprefix("trainer."))
+    return keys
 
 
 def _check_group_choices(config_dir: Path, overrides: list[str]) -> None:
@@ -88,8 +98,9 @@ def _one_line_hydra_error(error: Exception, overrides: list[str]) -> str:
     return f"invalid overrides {overrides}: {message}"
 
 
-def _apply_model_recipe(cfg: DictConfig) -> DictConfig:
-    """Merge experiment.model_trainer[<model>] over trainer: the article trains each model its own way."""
+def _apply_model_recipe(cfg: DictConfig, keep: set[str]) -> DictConfig:
+    """Merge experiment.model_trainer[<model>] over trainer, except the keys in `keep`
+    (given on the command line): the article trains each model its own way."""
     recipe = cfg.experiment.get("model_trainer", {}).get(cfg.model.name)
     if recipe:
         trainer_keys = set(cfg.trainer.keys())
@@ -99,6 +110,7 @@ def _apply_model_recipe(cfg: DictConfig) -> DictConfig:
                 f"unknown trainer key '{unknown[0]}' in experiment.model_trainer.{cfg.model.name}: "
                 f"accepted are {', '.join(sorted(trainer_keys))}"
             )
+        recipe = {key: value for key, value in recipe.items() if key not in keep}
         OmegaConf.set_struct(cfg, False)
         cfg.trainer = OmegaConf.merge(cfg.trainer, recipe)
         OmegaConf.set_struct(cfg, True)
