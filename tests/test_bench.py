@@ -4,7 +4,9 @@ one-line refusal of a mode a framework lacks, timed jobs alone, the GPU script's
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -157,6 +159,23 @@ def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypat
     # 10 s of wall time on 2 CPUs: the machine was busy 16 CPU-s, this process 6 of them.
     readings.update(machine=116.0, own=16.0, wall=60.0)
     assert background.share() == pytest.approx(10.0 / 20.0)
+
+
+def test_a_child_process_cpu_time_counts_as_the_jobs_own():
+    """torch.compile's compile workers are the job's work: a busy child is not background."""
+    from fwbench.bench import contention
+
+    before = contention._own_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                              "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while contention._own_cpu_seconds() - before < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert contention._own_cpu_seconds() - before >= 0.4  # counted while the child still runs
+    finally:
+        child.kill()
+        child.wait()
 
 
 # ---------------------------------------------------------------- config and refusal

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -32,8 +31,23 @@ def _machine_busy_seconds() -> float | None:
 
 
 def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU time of this job: the process, its live descendants and its reaped children.
+
+    Descendants count as the job's own: torch.compile's inductor compiles in a pool
+    of worker processes, whose CPU time is the job's work, not another process's.
+    """
+    import psutil
+
+    process = psutil.Process()
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.Error:  # exited between the listing and the reading
+            continue
+        total += child_times.user + child_times.system
+    return total
 
 
 class BackgroundCpu:
