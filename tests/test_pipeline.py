@@ -48,3 +48,10 @@ def test_smoke_experiment_end_to_end(tmp_path):
             assert re.search(rf"^\| {model} \| {framework} \|", report, flags=re.M), (model, framework)
             assert f"<td>{model}</td><td>{framework}</td>" in html
     check_report_page(tmp_path / "reports" / "smoke" / "comparison.html", "smoke-report.png")
+
+    # Snakemake's own report of the same run holds the figures marked with report(...).
+    snakemake_report = tmp_path / "snakemake-report.html"
+    result = run_snakemake("--report", str(snakemake_report), "--config", "experiment=smoke",
+                           f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert "accuracy.png" in snakemake_report.read_text()
