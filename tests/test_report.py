@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from browser import check_report_page
@@ -15,3 +17,48 @@ COMMITTED_REPORTS = sorted((PROJECT_ROOT / "reports").glob("*/comparison.html"))
 @pytest.mark.parametrize("html_path", COMMITTED_REPORTS, ids=lambda p: p.parent.name)
 def test_committed_report_renders_in_chromium(html_path):
     check_report_page(html_path, f"{html_path.parent.name}.png")
+
+
+FRAMEWORK_KEYS = {"TensorFlow": "tf", "PyTorch": "torch"}
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def markdown_table(markdown: str, section: str) -> list[dict[str, str]]:
+    """The first table under `## <section>`, one dict per row keyed by the header cells."""
+    lines = markdown.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = [line.strip().strip("|").split("|") for line in lines if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0]]
+    return [dict(zip(header, (cell.strip() for cell in row))) for row in rows[2:]]
+
+
+def leading_number(cell: str) -> float:
+    return float(cell.split()[0].replace(",", ""))
+
+
+@pytest.mark.parametrize("html_path", COMMITTED_REPORTS, ids=lambda p: p.parent.name)
+def test_committed_report_numbers_trace_to_results_and_runs(html_path):
+    """Accuracy means, throughput and memory medians recomputed from results.csv beside the
+    report match the printed numbers, and every row of results.csv names its MLflow run."""
+    markdown = (html_path.parent / "comparison.md").read_text()
+    results = pd.read_csv(html_path.parent / "results.csv", dtype={"mlflow_run_id": str})
+    assert results["mlflow_run_id"].fillna("").str.match(RUN_ID).all()
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")  # a few are text (CUDA version "")
+
+    accuracy = results[(results.source == "evaluate") & (results.metric == "test_accuracy")]
+    for row in markdown_table(markdown, "Accuracy"):
+        values = accuracy[(accuracy.model == row["model"]) & (accuracy.framework == FRAMEWORK_KEYS[row["framework"]])]
+        assert len(values) == int(row["seeds"])
+        assert leading_number(row["test accuracy %, mean ± 95 % CI"]) == pytest.approx(100 * values.value.mean(), abs=0.005)
+
+    bench = results[results.source == "bench"]
+    for section, metric, column, digits in (
+        ("Training throughput by mode", "train_samples_per_s", "samples/s, median [IQR]", 0.5),
+        ("Peak memory", "peak_memory_mb", "peak memory MB, median [IQR]", 0.05),
+    ):
+        rows = markdown_table(markdown, section)
+        assert rows, section
+        for row in rows:
+            values = bench[(bench.model == row["model"]) & (bench.framework == FRAMEWORK_KEYS[row["framework"]])
+                           & (bench["mode"] == row["mode"]) & (bench.metric == metric)]
+            assert len(values) == int(row["trials"]), (section, row)
+            assert leading_number(row[column]) == pytest.approx(values.value.median(), abs=digits), (section, row)
