@@ -228,15 +228,19 @@ def scheduler_info() -> dict[str, str]:
     return {name: os.environ[name] for name in SCHEDULER_VARIABLES if name in os.environ}
 
 
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON under a temporary name and rename, so a killed job leaves no half file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name and rename, so a killed job leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                     delete=False, newline="") as handle:
+        handle.write(text)
         temp_name = handle.name
     os.replace(temp_name, path)
+
+
+def write_json_atomic(path: Path, payload: object) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def file_sha256(path: Path) -> str:

@@ -9,12 +9,12 @@ and writes bench_results.csv and bench_summary.csv.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from fwbench.bench import GROUP_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
 from fwbench.errors import DataError
+from fwbench.runtime import write_text_atomic
 
 # Quartiles of the trials, for the interquartile range.
 LOWER_QUARTILE = 0.25
@@ -45,15 +45,11 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         if set(row) != set(RESULT_COLUMNS):
             check_columns([c for c in RESULT_COLUMNS if c in row] + [c for c in row if c not in RESULT_COLUMNS],
                           f"a row for {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        temp_name = handle.name
-    os.replace(temp_name, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def read_rows(paths):
@@ -114,10 +110,4 @@ def summarize(table):
 
 
 def write_csv_atomic(frame, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, newline="") as handle:
-        frame.to_csv(handle, index=False)
-        temp_name = handle.name
-    os.replace(temp_name, path)
+    write_text_atomic(path, frame.to_csv(index=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from fwbench.reporting.render import Section, Table, render_html, render_markdow
 from fwbench.reporting.tables import (
     bench_table, curves_table, export_table, load_runs, results_long, subset, training_table,
 )
+from fwbench.runtime import write_text_atomic
 from fwbench.stats import mean_ci, median_iqr
 
 log = logging.getLogger(__name__)
@@ -323,15 +323,8 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     title = f"fwbench: TensorFlow vs PyTorch — {cfg.experiment.name} experiment on {cfg.dataset.name}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv"}
-    write_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))
-    write_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
-    write_atomic(outputs["html"], render_html(title, sections))
+    write_text_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))
+    write_text_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
+    write_text_atomic(outputs["html"], render_html(title, sections))
     log.info("report written to %s", outputs["html"])
     return outputs
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
