@@ -10,6 +10,7 @@ import pytest
 
 from browser import check_report_page
 from conftest import PROJECT_ROOT
+from fwbench.reporting.build import FRAMEWORK_NAMES
 
 COMMITTED_REPORTS = sorted((PROJECT_ROOT / "reports").glob("*/comparison.html"))
 
@@ -19,7 +20,7 @@ def test_committed_report_renders_in_chromium(html_path):
     check_report_page(html_path, f"{html_path.parent.name}.png")
 
 
-FRAMEWORK_KEYS = {"TensorFlow": "tf", "PyTorch": "torch"}
+FRAMEWORK_KEYS = {name: key for key, name in FRAMEWORK_NAMES.items()}  # as the report prints them
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

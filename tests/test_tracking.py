@@ -420,13 +420,8 @@ def job_targets(cfg) -> list[str]:
     return [*metrics, str(bench_results_path(cfg))]
 
 
-def bench_run_ids(cfg) -> set[str]:
-    return set(pd.read_csv(bench_results_path(cfg))["mlflow_run_id"])
-
-
-def check_bench_runs(cfg, client, by_id: dict) -> None:
+def check_bench_runs(cfg, table, client, by_id: dict) -> None:
     """Each bench job's run is tagged as such and holds every trial's numbers at step = trial."""
-    table = pd.read_csv(bench_results_path(cfg))
     jobs = table.groupby(["framework", "model", "mode"], sort=False)
     assert sorted(jobs.groups) == sorted(bench_grid(cfg))
     for (framework, model, mode), rows in jobs:
@@ -452,7 +447,8 @@ def check_runs_match_result_files(base: Path) -> None:
     )
     by_id = {run.info.run_id: run for run in children}
     files = result_files(base / "results")
-    bench_ids = bench_run_ids(cfg)
+    bench_table = pd.read_csv(bench_results_path(cfg))
+    bench_ids = set(bench_table["mlflow_run_id"])
     grid = experiment_grid(cfg)
     print(f"\nsmoke: {len(children)} child runs under parent {parent['parent_run_id']}, "
           f"{len(files)} result files naming a run")
@@ -483,7 +479,7 @@ def check_runs_match_result_files(base: Path) -> None:
             assert evaluate_run.data.metrics[key] == metrics[key], key
         assert evaluate_run.data.tags["snakemake_rule"] == "evaluate"
         assert "logs" in [a.path for a in client.list_artifacts(evaluate_run.info.run_id)]
-    check_bench_runs(cfg, client, by_id)
+    check_bench_runs(cfg, bench_table, client, by_id)
 
 
 @pytest.mark.slow
