@@ -16,7 +16,7 @@ import torch._dynamo  # noqa: F401
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_script, run_snakemake
-from fwbench.bench import MODES, RESULT_COLUMNS, bench_grid, check_bench_config, check_mode
+from fwbench.bench import MODES, RESULT_COLUMNS, bench_grid, check_bench_config, check_mode, window_steps
 from fwbench.bench.table import check_no_overlap, check_columns, summarize
 from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
 from fwbench.config import compose_config
@@ -215,11 +215,28 @@ def test_bench_script_refuses_unknown_mode_with_one_line():
     ("bench.precision=fp16", "bench.precision='fp16'"),
     ("bench.modes.tf=[graph,compile]", "'compile' does not exist for framework=tf"),
     ("bench.trials=0", "bench.trials=0"),
+    ("+bench.model_window_steps.convnet.torch.xla=20", "'xla' does not exist for framework=torch"),
+    ("bench.model_window_steps.convnet.tf.graph=0", "bench.model_window_steps.convnet.tf.graph=0"),
+    ("+bench.model_window_steps.convnet.jax={eager: 5}", "bench.model_window_steps.convnet.jax="),
 ])
 def test_bad_bench_config_is_refused(override, fragment):
     cfg = compose_config(CONFIG_DIR, [override])
     with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
         check_bench_config(cfg)
+
+
+def test_window_steps_per_model_or_per_framework_and_mode():
+    cfg = compose_config(CONFIG_DIR, [
+        "experiment=default", "bench.window_steps=7", "bench.model_window_steps.mlp=20",
+        "+bench.model_window_steps.lenet={tf: {graph: 40}, torch: {eager: 30}}",
+    ])
+    check_bench_config(cfg)
+    assert window_steps(cfg, "tf", "mlp", "eager") == 20
+    assert window_steps(cfg, "tf", "lenet", "graph") == 40
+    assert window_steps(cfg, "torch", "lenet", "eager") == 30
+    # What the mapping leaves out takes bench.window_steps.
+    assert window_steps(cfg, "tf", "lenet", "xla") == 7
+    assert window_steps(cfg, "torch", "lenet", "compile") == 7
 
 
 def test_grid_is_frameworks_by_models_by_each_frameworks_modes():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from conftest import CONFIG_DIR, run_snakemake
+from conftest import CONFIG_DIR, PROJECT_ROOT, project_env, run_snakemake
 from fwbench.config import compose_config, experiment_grid, run_dir
 from fwbench.errors import ConfigError
 
@@ -61,9 +64,10 @@ def test_article_recipes_apply_per_model():
 
 def test_a_command_line_trainer_key_wins_over_the_model_recipe():
     recipe = compose_config(CONFIG_DIR, ["model=convnet"])
-    assert (recipe.trainer.lr, recipe.trainer.epochs) == (0.003, 3)
+    convnet = recipe.experiment.model_trainer.convnet
+    assert (recipe.trainer.lr, recipe.trainer.epochs) == (convnet.lr, convnet.epochs) == (0.004, 2)
     overridden = compose_config(CONFIG_DIR, ["model=convnet", "trainer.epochs=1"])
-    assert (overridden.trainer.lr, overridden.trainer.epochs) == (0.003, 1)
+    assert (overridden.trainer.lr, overridden.trainer.epochs) == (0.004, 1)
 
 
 def test_run_dir_matches_for_pipeline_and_hand_runs():
@@ -94,3 +98,34 @@ def test_snakemake_config_keys_become_hydra_overrides():
         {"experiment": "smoke", "overrides": "trainer.epochs=2 seed=1", "trainer": {"lr": "0.1"}}
     )
     assert overrides == ["experiment=smoke", "trainer.epochs=2", "seed=1", "trainer.lr=0.1"]
+
+
+FAST_EXIT_APP = """
+import atexit, logging, sys
+from pathlib import Path
+from fwbench.cli import run_app
+
+def app(cfg):
+    atexit.register(lambda: marker.write_text("exit handler ran"))
+    logging.getLogger("app").info("last log line of the app")
+    sys.stdout.write("unflushed stdout, no newline")
+
+marker = Path(sys.argv[1])
+sys.argv = ["scripts/app.py"]  # run_app finds config/ beside scripts/
+run_app(app, [])
+"""
+
+
+def test_a_finished_job_exits_0_with_its_output_flushed_and_exit_handlers_run(tmp_path):
+    """run_app skips the interpreter's teardown (seconds per TF/torch job), not the job's output."""
+    marker = tmp_path / "atexit.txt"
+    env = project_env()
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as stdout into a job log is
+    result = subprocess.run(
+        [sys.executable, "-c", FAST_EXIT_APP, str(marker)],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "unflushed stdout, no newline"
+    assert "last log line of the app" in result.stderr
+    assert marker.read_text() == "exit handler ran"

@@ -21,6 +21,7 @@ rules/common.smk imports it to build the grid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from fwbench.errors import ConfigError
@@ -139,9 +140,18 @@ def job_mode(cfg) -> str:
     return mode
 
 
-def window_steps(cfg, model: str) -> int:
-    """Steps per timed window for `model`: bench.model_window_steps[model] or bench.window_steps."""
-    return int((cfg.bench.get("model_window_steps") or {}).get(model, cfg.bench.window_steps))
+def window_steps(cfg, framework: str, model: str, mode: str) -> int:
+    """Steps per timed window of one job.
+
+    bench.model_window_steps[model] is either one count for every mode or a
+    mapping framework -> mode -> count; whatever it leaves out takes
+    bench.window_steps.
+    """
+    entry = (cfg.bench.get("model_window_steps") or {}).get(model)
+    if isinstance(entry, int):
+        return entry
+    steps = ((entry or {}).get(framework) or {}).get(mode)
+    return int(steps if steps is not None else cfg.bench.window_steps)
 
 
 def check_bench_config(cfg) -> None:
@@ -157,8 +167,8 @@ def check_bench_config(cfg) -> None:
             )
     for key in ("trials", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls", "inference_calls"):
         _check_positive_int(f"bench.{key}", bench[key])
-    for model, steps in (bench.get("model_window_steps") or {}).items():
-        _check_positive_int(f"bench.model_window_steps.{model}", steps)
+    for model, entry in (bench.get("model_window_steps") or {}).items():
+        _check_model_window_steps(f"bench.model_window_steps.{model}", entry)
     if bench.get("models") is not None:
         from fwbench.models import MODEL_NAMES
 
@@ -170,6 +180,22 @@ def check_bench_config(cfg) -> None:
     for key in ("tf32", "deterministic"):
         if not isinstance(bench[key], bool):
             raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted are true, false")
+
+
+def _check_model_window_steps(key: str, entry: object) -> None:
+    """An integer > 0, or framework -> mode -> integer > 0 with modes the framework has."""
+    if not isinstance(entry, Mapping):
+        _check_positive_int(key, entry)
+        return
+    for framework, modes in entry.items():
+        if framework not in MODES or not isinstance(modes, Mapping):
+            raise ConfigError(
+                f"{key}.{framework}={modes!r} is invalid: accepted is an integer > 0, or a mapping "
+                f"from {' or '.join(MODES)} to modes and integers > 0"
+            )
+        for mode, steps in modes.items():
+            check_mode(framework, mode)
+            _check_positive_int(f"{key}.{framework}.{mode}", steps)
 
 
 def _check_positive_int(key: str, value: object) -> None:

@@ -264,7 +264,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32)
     backend.set_determinism(cfg.bench.deterministic)
     policy = backend.before_build(cfg.bench.precision)
-    plan = TrainingPlan(cfg.bench.warmup_steps, window_steps(cfg, model), cfg.bench.trials, POLL_LAG[framework])
+    plan = TrainingPlan(cfg.bench.warmup_steps, window_steps(cfg, framework, model, mode), cfg.bench.trials, POLL_LAG[framework])
     x, y, order, num_classes = bench_inputs(cfg, plan.steps)
     adapter = make_adapter(cfg, x.shape[1:], num_classes)
     backend.apply_mode(adapter, mode, cfg.bench.precision)
