@@ -16,8 +16,9 @@ rule bench:
         rows=BENCH_ROWS,
     log:
         f"logs/{BENCH_KEY}.log",
-    benchmark:
-        f"benchmarks/{BENCH_KEY}.tsv"
+    # No `benchmark:` here: Snakemake's sampler reads the job's /proc files every
+    # 0.5 s while it measures (about 1 % of the machine by the job's own
+    # background_cpu_share). The job records its own start, end and peak memory.
     params:
         script=SCRIPTS_DIR / "bench.py",
         overrides=OVERRIDES_ARG,
