@@ -17,8 +17,9 @@ rule bench:
     log:
         f"logs/{BENCH_KEY}.log",
     # No `benchmark:` here: Snakemake's sampler reads the job's /proc files every
-    # 0.5 s while it measures (about 1 % of the machine by the job's own
-    # background_cpu_share). The job records its own start, end and peak memory.
+    # 0.5 s while it measures. With it, the default grid's jobs saw 5-11 % of the
+    # machine taken by other processes (background_cpu_share); without, 0.4-2.3 %.
+    # The job records its own start, end and peak memory.
     params:
         script=SCRIPTS_DIR / "bench.py",
         overrides=OVERRIDES_ARG,
