@@ -1,7 +1,10 @@
 # Speed and memory runs: one job per framework x model x execution mode
 # (src/fwbench/bench). Timed jobs run alone (see the bench section of
 # rules/common.smk); each logs its start and end time, and bench_table refuses
-# rows whose jobs overlapped. Include this file after every other rule file.
+# rows whose jobs overlapped. A bench job does not import MLflow: bench_table
+# logs every job's run, in one process (each job's MLflow import and writes
+# took 3-5 s, and the timed jobs run one after another). Include this file
+# after every other rule file.
 
 
 localrules:
@@ -14,6 +17,7 @@ rule bench:
         parent=TRACKING_PARENT,
     output:
         rows=BENCH_ROWS,
+        record=BENCH_RECORD,
     log:
         f"logs/{BENCH_KEY}.log",
     # No `benchmark:` here: Snakemake's sampler reads the job's /proc files every
@@ -35,10 +39,12 @@ rule bench:
 
 
 # The tidy table the report reads (one row per framework x model x mode x trial)
-# and its median/IQR summary.
+# and its median/IQR summary; logs each bench job's MLflow run from its record.
 rule bench_table:
     input:
         rows=all_bench_rows,
+        records=all_bench_records,
+        parent=TRACKING_PARENT,
     output:
         results=BENCH_RESULTS,
         summary=BENCH_SUMMARY,

@@ -92,6 +92,7 @@ from fwbench.bench import (  # noqa: E402
     MODES,
     bench_grid,
     check_bench_config,
+    job_record_path,
     job_rows_path,
     results_path as bench_results_path,
     summary_path as bench_summary_path,
@@ -104,6 +105,7 @@ except FwbenchError as error:
 
 BENCH_GRID = bench_grid(CFG)
 BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}"))
+BENCH_RECORD = str(job_record_path(CFG, "{framework}", "{model}", "{mode}"))
 BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}"
 BENCH_RESULTS = str(bench_results_path(CFG))
 BENCH_SUMMARY = str(bench_summary_path(CFG))
@@ -122,6 +124,11 @@ wildcard_constraints:
 def all_bench_rows(wildcards):
     """One rows file per (framework, model, mode) of the bench grid."""
     return [str(job_rows_path(CFG, *job)) for job in BENCH_GRID]
+
+
+def all_bench_records(wildcards):
+    """One job record (config and tags, for the job's MLflow run) per job of the bench grid."""
+    return [str(job_record_path(CFG, *job)) for job in BENCH_GRID]
 
 
 def hold_machine_shares(rules):

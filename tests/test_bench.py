@@ -323,22 +323,74 @@ def test_overlapping_jobs_on_one_machine_are_refused():
         check_no_overlap(overlapping)
 
 
-def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
-    from fwbench.bench import job_rows_path, results_path, summary_path
-    from fwbench.bench.run import aggregate_results
+def write_fake_jobs(cfg) -> None:
+    """Rows and a record for every job of cfg's bench grid, one second apart."""
+    from fwbench.bench import job_record_path, job_rows_path
+    from fwbench.bench.run import write_job_record
     from fwbench.bench.table import write_rows
 
-    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
-                                      *redirected_paths(tmp_path)])
     for start, (framework, model, mode) in enumerate(bench_grid(cfg)):
         write_rows(job_rows_path(cfg, framework, model, mode), fake_rows(framework, model, mode, start, start + 0.5))
+        job_cfg = cfg.copy()
+        job_cfg.framework.name, job_cfg.model.name, job_cfg.bench.mode = framework, model, mode
+        write_job_record(job_cfg, job_record_path(cfg, framework, model, mode))
+
+
+def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
+    from fwbench.bench import results_path, summary_path
+    from fwbench.bench.run import aggregate_results
+
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
+                                      "tracking.enabled=false", *redirected_paths(tmp_path)])
+    write_fake_jobs(cfg)
     aggregate_results(cfg)
     columns, rows = read_csv_rows(results_path(cfg))
     assert tuple(columns) == RESULT_COLUMNS
     assert {row["mode"] for row in rows} == set(MODES["torch"])
+    assert {row["mlflow_run_id"] for row in rows} == {""}
     summary_columns, summary = read_csv_rows(summary_path(cfg))
     assert len(summary) == len(MODES["torch"])
     assert {"train_samples_per_s_median", "train_samples_per_s_iqr", "train_samples_per_s_cv"} <= set(summary_columns)
+
+
+def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypatch):
+    """bench_table logs one MLflow run per job, from the job's record; a second aggregation reuses them."""
+    from mlflow import MlflowClient
+
+    from fwbench import tracking
+    from fwbench.bench import results_path
+    from fwbench.bench.run import aggregate_results
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(tracking.ENV_RULE, "bench")
+    monkeypatch.setenv(tracking.ENV_LOG, str(tmp_path / "bench.log"))
+    (tmp_path / "bench.log").write_text("the job's log\n")
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
+                                      *redirected_paths(tmp_path)])
+    parent = tracking.start_pipeline_run(cfg)
+    write_fake_jobs(cfg)  # the records take the rule and the log from the environment, as a job's do
+    monkeypatch.delenv(tracking.ENV_RULE)
+    monkeypatch.delenv(tracking.ENV_LOG)
+
+    aggregate_results(cfg)
+    _, rows = read_csv_rows(results_path(cfg))
+    run_ids = {row["mode"]: row["mlflow_run_id"] for row in rows}
+    assert len(set(run_ids.values())) == len(MODES["torch"])
+    client = MlflowClient(parent["tracking_uri"])
+    for mode, run_id in run_ids.items():
+        run = client.get_run(run_id)
+        tags = run.data.tags
+        assert (tags["job"], tags["model"], tags["mode"], tags["snakemake_rule"]) == ("bench", "mlp", mode, "bench")
+        assert tags["mlflow.parentRunId"] == parent["parent_run_id"]
+        assert run.data.params["bench.mode"] == mode
+        assert sorted(m.value for m in client.get_metric_history(run_id, "train_samples_per_s")) == [100, 110, 120]
+        assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "logs", f"{mode}.csv"}
+
+    aggregate_results(cfg)
+    _, again = read_csv_rows(results_path(cfg))
+    assert {row["mode"]: row["mlflow_run_id"] for row in again} == run_ids
+    children = client.search_runs([parent["experiment_id"]], "tags.job = 'bench'")
+    assert len(children) == len(MODES["torch"])
 
 
 def test_summary_is_median_and_iqr_over_trials():

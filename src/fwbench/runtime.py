@@ -15,9 +15,10 @@ FRAMEWORK_PACKAGES = {"tf": ("tensorflow", "tensorflow-cpu", "keras"), "torch": 
 COMMON_PACKAGES = ("numpy", "hydra-core", "snakemake", "mlflow", "pandas")
 
 
-def configure_framework(framework: str, threads: int, seed: int, tf32: bool = False) -> None:
-    """Set intra- and inter-op threads to the job's threads, seed every RNG, ask for determinism,
-    and set TF32 on matmul and convolution explicitly (`tf32`).
+def configure_framework(framework: str, threads: int, seed: int, tf32: bool = False,
+                        deterministic: bool = True) -> None:
+    """Set intra- and inter-op threads to the job's threads, seed every RNG, turn framework
+    determinism on or off (`deterministic`), and set TF32 on matmul and convolution explicitly (`tf32`).
 
     Must run before the framework executes its first op: TensorFlow fixes its
     thread pools at start-up. TF32 is set in both frameworks because their
@@ -32,7 +33,7 @@ def configure_framework(framework: str, threads: int, seed: int, tf32: bool = Fa
         enable_tf_memory_growth()
         tf.config.experimental.enable_tensor_float_32_execution(tf32)
         keras.utils.set_random_seed(seed)
-        tf.config.experimental.enable_op_determinism()
+        set_tf_determinism(deterministic)
     elif framework == "torch":
         import numpy as np
         import torch
@@ -49,9 +50,23 @@ def configure_framework(framework: str, threads: int, seed: int, tf32: bool = Fa
         torch.backends.cudnn.allow_tf32 = tf32
         torch.manual_seed(seed)
         np.random.seed(seed)
-        torch.use_deterministic_algorithms(True)
+        # Only on a change: the call imports torch's compiler stack (about 2.6 s on 2 CPU
+        # cores), which an eager bench job that keeps the default (off) does not need.
+        if torch.are_deterministic_algorithms_enabled() != deterministic:
+            torch.use_deterministic_algorithms(deterministic)
     else:
         raise ValueError(f"unknown framework {framework!r}: accepted are tf, torch")
+
+
+def set_tf_determinism(enabled: bool) -> None:
+    """TensorFlow op determinism on or off (Keras never XLA-compiles while it is on)."""
+    # TensorFlow has a public switch on; the switch off is only in this module.
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def applied_threads(framework: str) -> dict[str, int]:

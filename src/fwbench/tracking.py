@@ -578,6 +578,16 @@ def _parent_or_new(cfg: DictConfig):
     return client, parent["experiment_id"], parent["parent_run_id"]
 
 
+def environment_tags() -> dict[str, str]:
+    """What this process learns from its environment: the Snakemake rule, the job log, the SLURM job."""
+    environment = {
+        "snakemake_rule": os.environ.get(ENV_RULE),
+        "job_log": os.environ.get(ENV_LOG),
+        "slurm_job_id": os.environ.get(ENV_SLURM_JOB_ID),
+    }
+    return {key: value for key, value in environment.items() if value}
+
+
 def _job_tags(cfg: DictConfig, job: str, tags: Mapping[str, object]) -> dict[str, str]:
     identity = {
         "job": job,
@@ -586,12 +596,7 @@ def _job_tags(cfg: DictConfig, job: str, tags: Mapping[str, object]) -> dict[str
         "seed": cfg.seed,
         **common_tags(cfg),
     }
-    environment = {
-        "snakemake_rule": os.environ.get(ENV_RULE),
-        "job_log": os.environ.get(ENV_LOG),
-        "slurm_job_id": os.environ.get(ENV_SLURM_JOB_ID),
-    }
-    merged = {**identity, **{k: v for k, v in environment.items() if v}, **tags}
+    merged = {**identity, **environment_tags(), **tags}
     return {key: str(value) for key, value in merged.items()}
 
 
@@ -615,9 +620,8 @@ def _start_system_metrics(run_id: str, uri: str, interval_s: float):
     return monitor
 
 
-def _log_job_log(run: ChildRun) -> None:
+def _log_job_log(run: ChildRun, path: str | None) -> None:
     """Attach the job's log file (as written so far) to the run."""
-    path = os.environ.get(ENV_LOG)
     if not path or not Path(path).is_file():
         return
     for stream in (sys.stdout, sys.stderr):
@@ -634,18 +638,22 @@ def _final_status(error: BaseException | None) -> str:
 
 
 @contextmanager
-def child_run(cfg: DictConfig, job: str, tags: Mapping[str, object] | None = None) -> Iterator[ChildRun]:
+def child_run(cfg: DictConfig, job: str, tags: Mapping[str, object] | None = None,
+              system_metrics: bool = True) -> Iterator[ChildRun]:
     """The MLflow run of one pipeline job, a child of the pipeline's parent run.
 
-        with child_run(cfg, "bench", tags={"mode": "xla"}) as run:
+        with child_run(cfg, "train") as run:
             ...
-            run.log_metrics({"throughput_samples_per_s": 1234.5})
+            run.log_metrics({"test_accuracy": 0.87})
             result["mlflow_run_id"] = run.run_id   # into the job's result file
             run.log_artifact(result_path)
 
     Records the job's tags, the resolved config as params and as config.yaml,
-    system metrics while the block runs, and the job log at the end. The run
-    ends FINISHED, FAILED when the block raises, or KILLED on an interruption.
+    system metrics while the block runs (unless `system_metrics` is false:
+    a run logged after its job, by another process), and the job log at the
+    end. `tags` win over what the environment says (environment_tags), so a
+    run logged later can carry its job's rule and log. The run ends FINISHED,
+    FAILED when the block raises, or KILLED on an interruption.
     """
     tags = dict(tags or {})
     if not tracking_enabled(cfg):
@@ -664,22 +672,39 @@ def child_run(cfg: DictConfig, job: str, tags: Mapping[str, object] | None = Non
     try:
         run.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), CONFIG_ARTIFACT)
-        monitor = _start_system_metrics(run.run_id, client.tracking_uri, cfg.tracking.system_metrics_interval_s)
+        if system_metrics:
+            monitor = _start_system_metrics(run.run_id, client.tracking_uri, cfg.tracking.system_metrics_interval_s)
         yield run
     except BaseException as raised:
         error = raised
         raise
     finally:
-        _close_run(run, monitor, _final_status(error), failing=error is not None)
+        _close_run(run, monitor, run_tags.get("job_log"), _final_status(error), failing=error is not None)
 
 
-def _close_run(run: ChildRun, monitor, status: str, failing: bool) -> None:
+def find_child_run(cfg: DictConfig, tag: str, value: str) -> str | None:
+    """The id of a FINISHED child run of the parent whose `tag` is `value`, or None.
+
+    A run logged after its job (the bench jobs' runs, logged by bench_table)
+    is looked up first, so logging again does not duplicate it.
+    """
+    if not tracking_enabled(cfg):
+        return None
+    client, experiment_id, parent_run_id = _parent_or_new(cfg)
+    conditions = [f"tags.`{tag}` = '{value}'", f"attributes.status = '{STATUS_FINISHED}'"]
+    if parent_run_id:
+        conditions.append(f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    found = with_retry(client.search_runs, [experiment_id], filter_string=" and ".join(conditions), max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _close_run(run: ChildRun, monitor, job_log: str | None, status: str, failing: bool) -> None:
     """Stop the sampler, attach the log, set the status. On a failing job a tracking
     error here is only logged, so the job's own error is the one that surfaces."""
     if monitor is not None:
         monitor.finish()
     try:
-        _log_job_log(run)
+        _log_job_log(run, job_log)
         with_retry(run.client.set_terminated, run.run_id, status)
     except Exception as error:
         if not failing:

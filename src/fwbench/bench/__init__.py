@@ -37,6 +37,9 @@ PRECISIONS = ("fp32", "bf16")
 RESULTS_FILE = "bench_results.csv"
 SUMMARY_FILE = "bench_summary.csv"
 JOB_ROWS_SUFFIX = ".csv"
+# Beside each job's rows: the job's resolved config and its rule, log and SLURM job, from which
+# bench_table logs the job's MLflow run (a bench process does not import MLflow).
+JOB_RECORD_SUFFIX = ".job.yaml"
 
 # The tidy table: one row per framework x model x mode x trial. Job-level values
 # (first step, environment) repeat on every trial row of the job. NaN where a
@@ -102,7 +105,8 @@ SCHEMA = {
     "load_avg_end": "1-minute load average when the job ended (counts the job itself)",
     "job_start_unix": "job start, seconds since the epoch (no two timed jobs may overlap)",
     "job_end_unix": "job end, seconds since the epoch",
-    "mlflow_run_id": "MLflow run of the bench job that measured this row (empty when tracking.enabled is false)",
+    "mlflow_run_id": "MLflow run that bench_table logged for the job of this row (empty in the job's own "
+                     "rows file, and when tracking.enabled is false)",
 }
 RESULT_COLUMNS = tuple(SCHEMA)
 # What the summary aggregates (median and IQR over trials).
@@ -226,6 +230,16 @@ def bench_dir(cfg) -> Path:
 def job_rows_path(cfg, framework: str, model: str, mode: str) -> Path:
     """Where one bench job writes its rows (placeholders work: Snakemake passes wildcards)."""
     return bench_dir(cfg) / framework / model / f"{mode}{JOB_ROWS_SUFFIX}"
+
+
+def job_record_path(cfg, framework: str, model: str, mode: str) -> Path:
+    """Where one bench job writes its record (config and tags) for bench_table's MLflow run."""
+    return record_path_of(job_rows_path(cfg, framework, model, mode))
+
+
+def record_path_of(rows_path: Path) -> Path:
+    """The job record beside a job's rows file."""
+    return Path(rows_path).with_suffix(JOB_RECORD_SUFFIX)
 
 
 def results_path(cfg) -> Path:

@@ -35,18 +35,6 @@ def prepare_process() -> None:
     enable_tf_memory_growth()
 
 
-def set_determinism(enabled: bool) -> None:
-    """configure_framework turns op determinism on for the training runs; the bench follows
-    bench.deterministic. Keras refuses XLA while it is on (model_supports_jit)."""
-    # TensorFlow has a public switch on, the switch off only here (where Keras reads it too).
-    from tensorflow.python.framework import config as tf_config
-
-    if enabled:
-        tf_config.enable_op_determinism()
-    else:
-        tf_config.disable_op_determinism()
-
-
 def before_build(precision: str) -> str:
     """Keras reads the dtype policy when layers are built: set it first. Returns the policy."""
     policy = POLICIES[precision]

@@ -5,7 +5,11 @@ the mode before importing either framework, so a wrong mode costs nothing.
 Order of a job: configure threads, precision and determinism; load the
 preprocessed training arrays; build the pipeline's adapter; apply the mode;
 one training call covering warm-up and every timed window; inference trials;
-one CSV row per trial.
+one CSV row per trial, and the job's record (config and tags).
+
+`aggregate_results` (bench_table) joins the rows and logs one MLflow child run
+per job from its rows and record: the timed jobs run one after another, and
+each one's MLflow import and writes took 3-5 s.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fwbench.bench import (
     METRIC_COLUMNS,
+    GROUP_COLUMNS,
     bench_grid,
     check_bench_config,
     job_mode,
+    job_record_path,
     job_rows_path,
+    record_path_of,
     results_path,
     summary_path,
     window_steps,
@@ -36,6 +43,7 @@ from fwbench.bench.memory import PeakRss
 from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
 from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
 from fwbench.errors import DataError
+from fwbench.runtime import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,8 @@ MS_PER_S = 1000.0
 LATENCY_BATCH = 1
 # Above this share of the machine taken by other processes, a job's numbers get a warning.
 BUSY_SHARE = 0.05
+# Tag naming the bench job a run was logged for (machine and start time), so it is logged once.
+BENCH_JOB_TAG = "bench_job"
 # The epoch whose sample order (fwbench.training.loop.epoch_order) the bench replays: the first.
 BENCH_EPOCH = 1
 
@@ -96,6 +106,20 @@ class PhaseMemory:
                 self.window_peak[trial] = self.rss.peak_mb()
                 self.window_device_peak[trial] = self.backend.device_peak_mb()
         self.reset()
+
+
+@dataclass
+class PhaseLog:
+    """Logs each phase of a job as it ends, with its seconds, so a job log shows where its time went."""
+
+    started: float
+    last: float = math.nan
+
+    def done(self, phase: str) -> None:
+        now = time.time()
+        since = self.started if math.isnan(self.last) else self.last
+        log.info("%s: %.2f s (%.2f s into the job)", phase, now - since, now - self.started)
+        self.last = now
 
 
 def bench_inputs(cfg: DictConfig, steps: int):
@@ -248,7 +272,7 @@ def trial_values(trial: int, plan: TrainingPlan, batch_size: int, infer_batch: i
 
 
 def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
-    """Run one bench job and write its rows; returns them."""
+    """Run one bench job, write its rows and its record (for bench_table's MLflow run); returns the rows."""
     job_start, load_avg_start = time.time(), os.getloadavg()[0]
     framework, model = cfg.framework.name, cfg.model.name
     mode = job_mode(cfg)  # one-line ConfigError for a mode the framework lacks, before any import
@@ -256,26 +280,31 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode)
     log.info("bench job start %.3f: %s/%s/%s, load average %.2f", job_start, framework, model, mode, load_avg_start)
 
+    progress = PhaseLog(job_start)
     backend = load_backend(framework)
     backend.prepare_process()
     from fwbench.runtime import configure_framework
     from fwbench.training.run import make_adapter
 
-    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32)
-    backend.set_determinism(cfg.bench.deterministic)
+    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
+    progress.done(f"{framework} imported and configured")
     policy = backend.before_build(cfg.bench.precision)
     steps_per_window = window_steps(cfg, framework, model, mode)
     plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.trials, POLL_LAG[framework])
     x, y, order, num_classes = bench_inputs(cfg, plan.steps)
     adapter = make_adapter(cfg, x.shape[1:], num_classes)
     backend.apply_mode(adapter, mode, cfg.bench.precision)
+    progress.done(f"data loaded, model built in mode {mode}")
 
     rss = PeakRss()
     rss_before_train = rss.current_mb()
     background = BackgroundCpu()
     train = measure_training(adapter, backend, plan, x, y, order, rss)
+    progress.done(f"training: first step {train.first_step_s:.2f} s, {plan.trials} windows of {plan.window_steps} steps "
+                  f"{sum(train.window_s):.2f} s")
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
     background_share = background.share()
+    progress.done("inference")
     env = environment(framework, cfg, policy)
     memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train}
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
@@ -289,33 +318,20 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
         {**job, **trial_values(t, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[t])}
         for t in range(plan.trials)
     ]
-    write_tracked_rows(cfg, mode, rows, out_path)
+    write_job_record(cfg, record_path_of(out_path))
+    write_rows(out_path, rows)
     log_job_summary(rows)
     log.info("bench job end %.3f -> %s", times["job_end_unix"], out_path)
     return rows
 
 
-def write_tracked_rows(cfg: DictConfig, mode: str, rows: list[dict], out_path: Path) -> None:
-    """Write the job's rows inside its MLflow child run, which holds the same numbers.
+def write_job_record(cfg: DictConfig, path: Path) -> None:
+    """The job's resolved config and what its environment says (rule, log, SLURM job):
+    bench_table logs the job's MLflow run from it."""
+    from fwbench.tracking import environment_tags
 
-    The run opens only now, after every timed phase: MLflow's import, its store
-    writes and its system-metrics sampler would otherwise run beside the
-    measurement. Each trial's metrics go in at step = trial, their median, IQR
-    and CV as summary metrics, and the rows file as an artifact.
-    """
-    import pandas as pd
-
-    from fwbench.tracking import child_run
-
-    with child_run(cfg, "bench", tags={"mode": mode}) as tracked:
-        for row in rows:
-            row["mlflow_run_id"] = tracked.run_id or ""
-        tracked.log_history([{key: row[key] for key in ("trial", *METRIC_COLUMNS)} for row in rows], step_key="trial")
-        summary = summarize(pd.DataFrame(rows)).iloc[0]
-        summary_metrics = [name for name in summary.index if name.endswith(("_median", "_iqr", "_cv"))]
-        tracked.log_metrics({name: summary[name] for name in summary_metrics})
-        write_rows(out_path, rows)
-        tracked.log_artifact(out_path)
+    record = {"config": OmegaConf.to_container(cfg, resolve=True), "tags": environment_tags()}
+    write_text_atomic(path, OmegaConf.to_yaml(record))
 
 
 def log_job_summary(rows: list[dict]) -> None:
@@ -340,11 +356,13 @@ def aggregate_results(cfg: DictConfig) -> Path:
     """Join every bench job's rows into bench_results.csv (+ bench_summary.csv)."""
     check_bench_config(cfg)
     paths = [job_rows_path(cfg, *job) for job in bench_grid(cfg)]
-    missing = [str(p) for p in paths if not p.exists()]
+    needed = paths + [record_path_of(path) for path in paths]
+    missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise DataError(f"bench rows missing: {missing[0]} (and {len(missing) - 1} more); run the bench jobs first")
+        raise DataError(f"bench results missing: {missing[0]} (and {len(missing) - 1} more); run the bench jobs first")
     table = read_rows(paths)
     check_no_overlap(table)
+    table["mlflow_run_id"] = log_bench_runs(cfg, table)
     busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(["framework", "model", "mode"])
     for job in busy.itertuples(index=False):
         log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it",
@@ -353,3 +371,38 @@ def aggregate_results(cfg: DictConfig) -> Path:
     write_csv_atomic(summarize(table), summary_path(cfg))
     log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
     return results_path(cfg)
+
+
+def log_bench_runs(cfg: DictConfig, table) -> list[str]:
+    """Log one MLflow child run per bench job; returns each row's run id.
+
+    A job already logged (same machine and start time) keeps its run, so a
+    rerun of bench_table after one job reran logs only that job.
+    """
+    run_ids = {}
+    for job, rows in table.groupby(list(GROUP_COLUMNS), sort=False):
+        run_ids[job] = log_bench_run(job_record_path(cfg, *job), job_rows_path(cfg, *job), rows)
+    return [run_ids[job] for job in zip(*(table[column] for column in GROUP_COLUMNS))]
+
+
+def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
+    """The job's run: its config and tags from its record; each trial's metrics at step = trial;
+    their median, IQR and CV as summary metrics; the rows file as an artifact."""
+    from fwbench.tracking import child_run, find_child_run
+
+    record = OmegaConf.load(record_path)
+    job_cfg = record.config
+    first = rows.iloc[0]
+    job_id = f"{first['hostname']}:{first['job_start_unix']:.6f}"
+    logged = find_child_run(job_cfg, BENCH_JOB_TAG, job_id)
+    if logged:
+        return logged
+    tags = {**record.tags, "mode": first["mode"], BENCH_JOB_TAG: job_id}
+    with child_run(job_cfg, "bench", tags=tags, system_metrics=False) as tracked:
+        tracked.log_history(rows[["trial", *METRIC_COLUMNS]].to_dict("records"), step_key="trial")
+        summary = summarize(rows).iloc[0]
+        summary_metrics = [name for name in summary.index if name.endswith(("_median", "_iqr", "_cv"))]
+        tracked.log_metrics({name: summary[name] for name in summary_metrics})
+        tracked.log_artifact(rows_path)
+    log.info("MLflow run %s: bench %s/%s/%s", tracked.run_id, first["framework"], first["model"], first["mode"])
+    return tracked.run_id or ""

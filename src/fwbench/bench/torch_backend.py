@@ -36,12 +36,6 @@ def prepare_process() -> None:
     os.environ.setdefault(name, value)
 
 
-def set_determinism(enabled: bool) -> None:
-    """configure_framework turns deterministic algorithms on for the training runs; the bench follows
-    bench.deterministic."""
-    torch.use_deterministic_algorithms(enabled)
-
-
 def before_build(precision: str) -> str:
     """torch has no global dtype policy; bf16 autocast wraps the model after it is built."""
     return "bfloat16 autocast" if precision == "bf16" else "none"
