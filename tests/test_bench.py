@@ -189,6 +189,35 @@ def test_mode_the_framework_lacks_is_one_line():
     assert "'xla'" in message and "eager, compile" in message
 
 
+def test_refused_imports_fail_only_inside_the_block():
+    from fwbench.bench.run import imports_refused
+
+    assert "tabnanny" not in sys.modules  # a stdlib module nothing here loads
+    with imports_refused(("tabnanny", "csv")):
+        with pytest.raises(ImportError):
+            import tabnanny  # noqa: F401
+        import csv as already_loaded  # a module loaded before the block is left alone
+    assert already_loaded is csv
+    import tabnanny  # noqa: F401, F811 - importable again after the block
+
+
+def test_tf_backend_loads_without_keras_optional_integrations():
+    """Keras imports matplotlib, scikit-learn and pandas when installed; a bench job keeps them out
+    (seconds of import per TF job, and their memory in the job's RSS) and can import them afterwards."""
+    code = (
+        "import sys\n"
+        "from fwbench.bench.run import load_backend\n"
+        "load_backend('tf')\n"
+        "print(sorted(name for name in ('matplotlib', 'sklearn', 'pandas') if name in sys.modules))\n"
+        "import pandas\n"
+        "print('pandas importable')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-2:] == ["[]", "pandas importable"]
+
+
 def test_bench_job_refuses_unknown_mode_before_any_work(monkeypatch, tmp_path):
     from fwbench.bench import run
 
