@@ -255,10 +255,9 @@ def test_bad_bench_config_is_refused(override, fragment):
 
 
 def test_window_steps_per_model_or_per_framework_and_mode():
-    cfg = compose_config(CONFIG_DIR, [
-        "experiment=default", "bench.window_steps=7", "bench.model_window_steps.mlp=20",
-        "+bench.model_window_steps.lenet={tf: {graph: 40}, torch: {eager: 30}}",
-    ])
+    cfg = compose_config(CONFIG_DIR, ["experiment=default", "bench.window_steps=7"])
+    # Set whole, not merged into the defaults' own per-model counts.
+    cfg.bench.model_window_steps = {"mlp": 20, "lenet": {"tf": {"graph": 40}, "torch": {"eager": 30}}}
     check_bench_config(cfg)
     assert window_steps(cfg, "tf", "mlp", "eager") == 20
     assert window_steps(cfg, "tf", "lenet", "graph") == 40
