@@ -19,7 +19,7 @@ call is timed from the end of its first step to the end of its last, read at
 Keras' end-of-step callback in both variants (the pipeline's stop poll, a
 timing callback for the minimal `fit`): the end of every `fit` destroys
 Keras' tf.data iterator, which waits for the tf.data autotuner's next wake-up
-(2.6, 5.1 or 10.2 s after the iterator started), so a whole call measured
+(whole calls ended about 2.6 or 10.3 s after it started), so a whole call measured
 that wait, not the step. The ratio is median pipeline throughput / median
 minimal throughput; the target is >= 0.95 in every mode.
 
