@@ -22,7 +22,7 @@ import sys
 import time
 
 TRIALS_PER_JOB = 5
-# Trial lengths to report, as multiples of the base window.
+# Trial lengths to report, in seconds (each a whole number of base windows).
 TRIAL_SECONDS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 MATRIX_SIZE = 512
 BASE_WINDOW_S = 0.1

@@ -60,7 +60,8 @@ def exit_without_teardown() -> None:
     """Exit 0 at once, skipping the interpreter's teardown of every loaded module.
 
     Tearing down TensorFlow, torch and MLflow took 1.9-2.5 s per process on
-    this 2-core machine (process wall time minus in-process time, three runs), and the pipeline starts about 70 such processes. A job
+    this 2-core machine (process wall time minus in-process time, three runs),
+    and the pipeline starts about 70 such processes. A job
     has closed everything it wrote by the time its app returns; what is left in
     the logging handlers and the standard streams is flushed here first. Exit
     handlers still run: only module and object finalization is skipped.

@@ -33,7 +33,6 @@ from fwbench.bench import (
     bench_grid,
     check_bench_config,
     job_mode,
-    job_record_path,
     job_rows_path,
     record_path_of,
     results_path,
@@ -45,7 +44,7 @@ from fwbench.bench.memory import PeakRss
 from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
 from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
 from fwbench.errors import DataError
-from fwbench.runtime import write_text_atomic
+from fwbench.runtime import configure_framework, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +313,6 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     progress = PhaseLog(job_start)
     backend = load_backend(framework)
     backend.prepare_process()
-    from fwbench.runtime import configure_framework
     from fwbench.training.run import make_adapter
 
     configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
@@ -412,7 +410,8 @@ def log_bench_runs(cfg: DictConfig, table) -> list[str]:
     """
     run_ids = {}
     for job, rows in table.groupby(list(GROUP_COLUMNS), sort=False):
-        run_ids[job] = log_bench_run(job_record_path(cfg, *job), job_rows_path(cfg, *job), rows)
+        rows_path = job_rows_path(cfg, *job)
+        run_ids[job] = log_bench_run(record_path_of(rows_path), rows_path, rows)
     return [run_ids[job] for job in zip(*(table[column] for column in GROUP_COLUMNS))]
 
 
