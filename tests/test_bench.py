@@ -4,6 +4,7 @@ one-line refusal of a mode a framework lacks, timed jobs alone, the GPU script's
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_script, run_snakemake
 from fwbench.bench import MODES, RESULT_COLUMNS, bench_grid, check_bench_config, check_mode, window_steps
 from fwbench.bench.table import check_no_overlap, check_columns, summarize
-from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
+from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, throughput_cv, time_calls
 from fwbench.config import compose_config
 from fwbench.errors import ConfigError, DataError
 
@@ -26,7 +27,8 @@ from fwbench.errors import ConfigError, DataError
 TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=50"]
 # Columns the report reads (src/fwbench/reporting); renaming one must fail here first.
 REPORT_COLUMNS = (
-    "framework", "model", "mode", "trial", "trials", "device", "optimizer", "train_samples_per_s",
+    "framework", "model", "mode", "trial", "trials", "steady_cv", "windows_timed", "device", "optimizer",
+    "train_samples_per_s",
     "first_step_s", "infer_latency_p50_ms", "infer_latency_p95_ms", "infer_latency_p99_ms",
     "infer_samples_per_s", "peak_rss_train_mb", "peak_device_train_mb", "parameter_count",
     "flops_per_sample", "mlflow_run_id",
@@ -37,45 +39,83 @@ REPORT_COLUMNS = (
 
 
 class FakeLoop:
-    """A training loop that polls should_stop once per step, as the adapters do,
-    on a fake clock: step 0 (compilation) is slow, warm-up steps slower than the rest."""
+    """A training loop that polls should_stop once per step, as the adapters do, on a fake clock."""
 
-    def __init__(self, poll_lag: int, first_step: float, warmup_step: float, steady_step: float, warmup: int):
+    def __init__(self, poll_lag: int, step_seconds):
         self.now = 0.0
         self.poll_lag = poll_lag
-        self.durations = (first_step, warmup_step, steady_step)
-        self.warmup = warmup
+        self.step_seconds = step_seconds
+        self.steps_run = 0
 
     def clock(self) -> float:
         return self.now
-
-    def step_seconds(self, step: int) -> float:
-        first, warmup, steady = self.durations
-        return first if step == 0 else warmup if step < self.warmup else steady
 
     def train_epoch(self, steps: int, should_stop) -> None:
         for step in range(steps):
             if self.poll_lag == 1 and should_stop():  # torch: polls before each step
                 break
             self.now += self.step_seconds(step)
+            self.steps_run += 1
             if self.poll_lag == 0 and should_stop():  # Keras: polls after each step
                 break
+
+
+def warm_then_steady(first_step: float, warmup_step: float, steady_step: float, warmup: int):
+    """Step 0 (compilation) is slow, the other warm-up steps slower than the rest."""
+    return lambda step: first_step if step == 0 else warmup_step if step < warmup else steady_step
 
 
 @pytest.mark.parametrize("framework", ["tf", "torch"])
 def test_windows_exclude_warmup_and_first_step(framework):
     warmup, window, trials, steady = 3, 4, 5, 0.25
     plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework])
-    loop = FakeLoop(POLL_LAG[framework], first_step=100.0, warmup_step=10.0, steady_step=steady, warmup=warmup)
+    loop = FakeLoop(POLL_LAG[framework], warm_then_steady(100.0, 10.0, steady, warmup))
 
     def bookkeeping(poll):  # memory reads at boundaries cost time, but outside every window
         loop.now += 7.0
 
     clock = StepClock(plan, clock=loop.clock, on_boundary=bookkeeping)
     loop.train_epoch(plan.steps, clock)
-    assert clock.polls == plan.steps
+    assert loop.steps_run == warmup + trials * window  # stopped at the last window's end
     assert clock.window_seconds() == pytest.approx([window * steady] * trials)
+    assert clock.trial_seconds() == clock.window_seconds()
     assert clock.first_step_seconds(called_at=0.0) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_steady_state_windows_run_until_the_last_trials_agree(framework):
+    """Windows 0-3 drift (each 20 % faster than the one before); from window 4 on steps
+    take 0.25 s +- 1 %: the job stops after the first `trials` windows that agree."""
+    warmup, window, trials = 2, 4, 3
+    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework], steady_cv=0.05, max_windows=12)
+
+    def step_seconds(step):
+        if step < warmup:
+            return 5.0
+        index = (step - warmup) // window
+        return 0.25 * 1.2 ** (4 - index) if index < 4 else 0.25 * (1.01 if index % 2 else 0.99)
+
+    loop = FakeLoop(POLL_LAG[framework], step_seconds)
+    clock = StepClock(plan, clock=loop.clock)
+    loop.train_epoch(plan.steps, clock)
+    windows = clock.window_seconds()
+    assert len(windows) == 4 + trials
+    assert loop.steps_run == warmup + len(windows) * window
+    assert clock.trial_seconds() == pytest.approx([window * 0.25 * f for f in (0.99, 1.01, 0.99)])
+    assert throughput_cv(clock.trial_seconds()) <= 0.05 < throughput_cv(windows[-trials - 1:-1])
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_steady_state_stops_at_max_windows_when_the_speed_never_settles(framework):
+    warmup, window, trials, max_windows = 2, 3, 3, 6
+    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework], steady_cv=0.05, max_windows=max_windows)
+    # Alternating windows of 0.2 s and 0.3 s steps: every 3 windows have a CV near 23 %.
+    loop = FakeLoop(POLL_LAG[framework], lambda step: 0.2 if ((step - warmup) // window) % 2 else 0.3)
+    clock = StepClock(plan, clock=loop.clock)
+    loop.train_epoch(plan.steps, clock)
+    assert len(clock.window_seconds()) == max_windows
+    assert loop.steps_run == warmup + max_windows * window
+    assert clock.trial_seconds() == pytest.approx([0.6, 0.9, 0.6])
 
 
 def test_plan_counts_steps_and_windows():
@@ -83,8 +123,20 @@ def test_plan_counts_steps_and_windows():
     assert plan.steps == 3 + 5 * 10 + 1
     assert plan.window_polls(0) == (3, 13)
     assert plan.window_polls(4) == (43, 53)
+    assert [plan.window_closed_by(poll) for poll in (3, 12, 13, 23, 53, 63)] == [None, None, 0, 1, 4, None]
+    steady = TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=1, steady_cv=0.05, max_windows=8)
+    assert steady.steps == 3 + 8 * 10 + 1
+    assert steady.window_closed_by(83) == 7
     with pytest.raises(ValueError):
         TrainingPlan(warmup_steps=0, window_steps=10, trials=5, poll_lag=0)
+    with pytest.raises(ValueError):
+        TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=0, steady_cv=0.05, max_windows=4)
+
+
+def test_throughput_cv_is_the_summarys_cv():
+    seconds = [1.0, 1.1, 0.9, 1.05]
+    rates = 1 / np.array(seconds)
+    assert throughput_cv(seconds) == pytest.approx(rates.std(ddof=1) / rates.mean())
 
 
 def test_clock_reports_a_loop_that_polls_too_rarely():
@@ -119,9 +171,8 @@ def steps_done_torch(adapter) -> int:
     return int(states[0]["step"]) if states else 0
 
 
-@pytest.mark.parametrize("framework", ["tf", "torch"])
-def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
-    """POLL_LAG is what the pipeline's adapters do: poll i comes after step i - lag."""
+def tiny_adapter_and_data(framework: str, steps: int):
+    """A pipeline adapter on the linear model, its steps counter, and `steps` batches of random data."""
     if framework == "tf":
         from fwbench.training.keras_adapter import KerasAdapter as Adapter
 
@@ -132,19 +183,42 @@ def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
         steps_done = steps_done_torch
     trainer = tiny_trainer()
     adapter = Adapter("linear", (28, 28, 1), 10, trainer)
-    steps = 5
     rng = np.random.default_rng(0)
     x = rng.random((steps * trainer.batch_size, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
+    return adapter, lambda: steps_done(adapter), x, y
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
+    """POLL_LAG is what the pipeline's adapters do: poll i comes after step i - lag."""
+    steps = 5
+    adapter, steps_done, x, y = tiny_adapter_and_data(framework, steps)
     seen = []
 
     def poll():
-        seen.append(steps_done(adapter))
+        seen.append(steps_done())
         return False
 
     adapter.train_epoch(x, y, np.arange(len(x)), poll)
     lag = POLL_LAG[framework]
     assert seen == [poll_index + 1 - lag for poll_index in range(steps)]
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_adapters_stop_at_the_poll_that_asks(framework):
+    """The StepClock ends training when it has its windows: no step runs after that poll."""
+    stop_at = 2
+    adapter, steps_done, x, y = tiny_adapter_and_data(framework, steps=6)
+    polls = []
+
+    def poll():
+        polls.append(len(polls))
+        return polls[-1] >= stop_at
+
+    adapter.train_epoch(x, y, np.arange(len(x)), poll)
+    assert len(polls) == stop_at + 1
+    assert steps_done() == stop_at + 1 - POLL_LAG[framework]
 
 
 def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypatch):
@@ -244,13 +318,17 @@ def test_bench_script_refuses_unknown_mode_with_one_line():
     ("bench.precision=fp16", "bench.precision='fp16'"),
     ("bench.modes.tf=[graph,compile]", "'compile' does not exist for framework=tf"),
     ("bench.trials=0", "bench.trials=0"),
+    ("bench.steady_cv=1.5", "bench.steady_cv=1.5 is invalid: accepted are null and a share in (0, 1)"),
+    ("bench.steady_cv=fast", "bench.steady_cv='fast'"),
+    ("bench.max_windows=3", "bench.max_windows=3 is invalid: accepted is an integer >= bench.trials (5)"),
+    ("bench.trials=1", "bench.trials=1 with bench.steady_cv set"),
     ("+bench.model_window_steps.convnet.torch.xla=20", "'xla' does not exist for framework=torch"),
     ("bench.model_window_steps.convnet.tf.graph=0", "bench.model_window_steps.convnet.tf.graph=0"),
     ("+bench.model_window_steps.convnet.jax={eager: 5}", "bench.model_window_steps.convnet.jax="),
 ])
 def test_bad_bench_config_is_refused(override, fragment):
     cfg = compose_config(CONFIG_DIR, [override])
-    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         check_bench_config(cfg)
 
 

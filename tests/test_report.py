@@ -63,3 +63,29 @@ def test_committed_report_numbers_trace_to_results_and_runs(html_path):
                            & (bench["mode"] == row["mode"]) & (bench.metric == metric)]
             assert len(values) == int(row["trials"]), (section, row)
             assert leading_number(row[column]) == pytest.approx(values.value.median(), abs=digits), (section, row)
+
+
+def test_throughput_table_shows_each_jobs_cv_and_windows_timed(tmp_path):
+    """The trials' CV and the windows a job needed come from the rows; the text states the rule."""
+    from fwbench.reporting.build import bench_sections
+    from fwbench.reporting.tables import with_claim_columns
+
+    rows = []
+    for framework, mode, rates, windows in (("tf", "graph", [100, 102, 98, 101, 99], 7),
+                                            ("torch", "eager", [100, 120, 80, 110, 90], 15)):
+        for trial, rate in enumerate(rates):
+            rows.append({"framework": framework, "model": "convnet", "mode": mode, "trial": trial, "trials": 5,
+                         "device": "cpu", "train_samples_per_s": rate, "first_step_s": 1.0,
+                         "infer_latency_p50_ms": 1.0, "infer_latency_p95_ms": 1.0, "infer_latency_p99_ms": 1.0,
+                         "infer_samples_per_s": 1.0, "peak_rss_train_mb": 1.0, "steady_cv": 0.05,
+                         "windows_timed": windows})
+    bench = with_claim_columns(pd.DataFrame(rows))
+    section = bench_sections(bench, tmp_path)[0]
+    assert section.anchor == "throughput"
+    table = section.tables[0]
+    assert table.header[-2:] == ["CV %", "windows timed"]
+    expected_cv = [100 * pd.Series(r).std() / pd.Series(r).mean() for r in ([100, 102, 98, 101, 99],
+                                                                             [100, 120, 80, 110, 90])]
+    assert [float(row[-2]) for row in table.rows] == pytest.approx(expected_cv, abs=0.05)
+    assert [row[-1] for row in table.rows] == ["7", "15"]
+    assert "last 5 had a throughput CV of at most 5 %" in section.paragraphs[1]

@@ -4,8 +4,10 @@ A job (scripts/bench.py, `run.bench_variant`) trains with the pipeline's own
 adapters (Keras `fit` on in-memory arrays; the torch adapter's loop over
 pre-loaded tensors) with the trainer config the training runs use, and measures:
 
-- training throughput (samples/s) over `trials` windows of `window_steps`
-  steps each, after `warmup_steps` untimed steps;
+- training throughput (samples/s) over windows of `window_steps` steps each,
+  after `warmup_steps` untimed steps: with `steady_cv`, windows until the last
+  `trials` of them agree (throughput CV <= steady_cv) or `max_windows` came;
+  the trials are those last windows (timing.TrainingPlan);
 - time to the end of the first step (tracing and compilation), on its own;
 - inference latency at batch 1 (p50/p95/p99 over `latency_calls` calls) and
   inference throughput at `trainer.eval_batch_size`;
@@ -51,7 +53,7 @@ SCHEMA = {
     "framework": "tf | torch",
     "model": "model name (config/model)",
     "mode": "execution mode, see MODES",
-    "trial": "trial index, 0-based",
+    "trial": "trial index, 0-based: trial t is the job's (windows_timed - trials + t)-th window",
     # recipe
     "device": "cpu | cuda, chosen automatically (CUDA when present)",
     "precision": "fp32 | bf16 (mixed precision)",
@@ -63,7 +65,10 @@ SCHEMA = {
     "lr": "trainer.lr",
     "warmup_steps": "untimed training steps before the first window (the first step among them)",
     "window_steps": "training steps per timed window",
-    "trials": "trials in the job",
+    "trials": "trials in the job: its last timed windows",
+    "steady_cv": "bench.steady_cv: the job timed windows until its last `trials` had at most this throughput CV "
+                 "(or bench.max_windows came first); NaN = exactly `trials` windows",
+    "windows_timed": "training windows the job timed (the trials are the last of them)",
     # training
     "train_samples_per_s": "training throughput over this trial's window",
     "train_window_s": "wall time of this trial's window",
@@ -171,6 +176,7 @@ def check_bench_config(cfg) -> None:
             )
     for key in ("trials", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls", "inference_calls"):
         _check_positive_int(f"bench.{key}", bench[key])
+    _check_steady_state(bench)
     for model, entry in (bench.get("model_window_steps") or {}).items():
         _check_model_window_steps(f"bench.model_window_steps.{model}", entry)
     if bench.get("models") is not None:
@@ -184,6 +190,22 @@ def check_bench_config(cfg) -> None:
     for key in ("tf32", "deterministic"):
         if not isinstance(bench[key], bool):
             raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted are true, false")
+
+
+def _check_steady_state(bench) -> None:
+    """steady_cv: null (exactly `trials` windows) or a share in (0, 1); then max_windows >= trials >= 2."""
+    steady_cv = bench.steady_cv
+    if steady_cv is None:
+        return
+    if not isinstance(steady_cv, (int, float)) or isinstance(steady_cv, bool) or not 0 < steady_cv < 1:
+        raise ConfigError(f"bench.steady_cv={steady_cv!r} is invalid: accepted are null and a share in (0, 1), e.g. 0.05")
+    if bench.trials < 2:
+        raise ConfigError(f"bench.trials={bench.trials} with bench.steady_cv set: accepted are trials >= 2 "
+                          f"(a CV needs two windows), or bench.steady_cv=null")
+    max_windows = bench.max_windows
+    if not isinstance(max_windows, int) or isinstance(max_windows, bool) or max_windows < bench.trials:
+        raise ConfigError(f"bench.max_windows={max_windows!r} is invalid: accepted is an integer >= "
+                          f"bench.trials ({bench.trials})")
 
 
 def _check_model_window_steps(key: str, entry: object) -> None:

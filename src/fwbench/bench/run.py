@@ -42,7 +42,7 @@ from fwbench.bench import (
 from fwbench.bench.contention import BackgroundCpu
 from fwbench.bench.memory import PeakRss
 from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
-from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, time_calls
+from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, throughput_cv, time_calls
 from fwbench.errors import DataError
 from fwbench.runtime import configure_framework, write_text_atomic
 
@@ -96,7 +96,8 @@ def imports_refused(names: tuple[str, ...]):
 
 @dataclass
 class TrainingResult:
-    window_s: list[float]
+    window_s: list[float]  # the trials' windows: the last `trials` windows timed
+    windows_timed: list[float]  # every window timed, the trials' among them
     first_step_s: float
     peak_rss_first_step_mb: float
     peak_rss_window_mb: list[float]
@@ -131,10 +132,10 @@ class PhaseMemory:
         """Read the peak of the phase this poll closes, then start the next phase."""
         if poll == self.plan.first_step_poll:
             self.first_step_peak = self.rss.peak_mb()
-        for trial in range(self.plan.trials):
-            if self.plan.window_polls(trial)[1] == poll:
-                self.window_peak[trial] = self.rss.peak_mb()
-                self.window_device_peak[trial] = self.backend.device_peak_mb()
+        window = self.plan.window_closed_by(poll)
+        if window is not None:
+            self.window_peak[window] = self.rss.peak_mb()
+            self.window_device_peak[window] = self.backend.device_peak_mb()
         self.reset()
 
 
@@ -187,12 +188,15 @@ def measure_training(adapter, backend, plan: TrainingPlan, x, y, order, rss: Pea
     memory.reset()
     called_at = clock.clock()
     adapter.train_epoch(x, y, order, clock)
+    windows = clock.window_seconds()
+    trial_windows = range(len(windows) - plan.trials, len(windows))
     return TrainingResult(
-        window_s=clock.window_seconds(),
+        window_s=clock.trial_seconds(),
+        windows_timed=windows,
         first_step_s=clock.first_step_seconds(called_at),
         peak_rss_first_step_mb=memory.first_step_peak,
-        peak_rss_window_mb=[memory.window_peak[t] for t in range(plan.trials)],
-        peak_device_window_mb=[memory.window_device_peak[t] for t in range(plan.trials)],
+        peak_rss_window_mb=[memory.window_peak[w] for w in trial_windows],
+        peak_device_window_mb=[memory.window_device_peak[w] for w in trial_windows],
         compile_cache=backend.compile_cache_note(),
     )
 
@@ -267,6 +271,8 @@ def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResul
         "warmup_steps": plan.warmup_steps,
         "window_steps": plan.window_steps,
         "trials": plan.trials,
+        "steady_cv": math.nan if plan.steady_cv is None else plan.steady_cv,
+        "windows_timed": len(train.windows_timed),
         "first_step_s": train.first_step_s,
         "infer_batch_size": cfg.trainer.eval_batch_size,
         "peak_rss_first_step_mb": train.peak_rss_first_step_mb,
@@ -319,7 +325,8 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     progress.done(f"{framework} imported and configured")
     policy = backend.before_build(cfg.bench.precision)
     steps_per_window = window_steps(cfg, framework, model, mode)
-    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.trials, POLL_LAG[framework])
+    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.trials, POLL_LAG[framework],
+                        steady_cv=cfg.bench.steady_cv, max_windows=cfg.bench.max_windows)
     x, y, order, num_classes = bench_inputs(cfg, plan.steps)
     adapter = make_adapter(cfg, x.shape[1:], num_classes)
     backend.apply_mode(adapter, mode, cfg.bench.precision)
@@ -329,8 +336,9 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     rss_before_train = rss.current_mb()
     background = BackgroundCpu()
     train = measure_training(adapter, backend, plan, x, y, order, rss)
-    progress.done(f"training: first step {train.first_step_s:.2f} s, {plan.trials} windows of {plan.window_steps} steps "
-                  f"{sum(train.window_s):.2f} s")
+    progress.done(f"training: first step {train.first_step_s:.2f} s, {len(train.windows_timed)} windows of "
+                  f"{plan.window_steps} steps {sum(train.windows_timed):.2f} s")
+    log_windows(plan, train.windows_timed, cfg.trainer.batch_size)
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
     background_share = background.share()
     progress.done("inference")
@@ -361,6 +369,22 @@ def write_job_record(cfg: DictConfig, path: Path) -> None:
 
     record = {"config": OmegaConf.to_container(cfg, resolve=True), "tags": environment_tags()}
     write_text_atomic(path, OmegaConf.to_yaml(record))
+
+
+def log_windows(plan: TrainingPlan, windows: list[float], batch_size: int) -> None:
+    """Every window's throughput, and whether the trials (the last windows) met the steady-state rule."""
+    rates = ", ".join(f"{plan.window_steps * batch_size / seconds:.0f}" for seconds in windows)
+    log.info("windows' samples/s: %s; the trials are the last %d", rates, plan.trials)
+    if plan.steady_cv is None:
+        return
+    cv = throughput_cv(windows[-plan.trials:])
+    if cv <= plan.steady_cv:
+        log.info("steady after %d windows: the trials' CV is %.1f%% (bench.steady_cv %.1f%%)",
+                 len(windows), 100 * cv, 100 * plan.steady_cv)
+    else:
+        log.warning("not steady within bench.max_windows=%d: the last %d windows' CV is %.1f%%, above "
+                    "bench.steady_cv %.1f%%; this machine's speed drifted throughout",
+                    plan.windows, plan.trials, 100 * cv, 100 * plan.steady_cv)
 
 
 def log_job_summary(rows: list[dict]) -> None:

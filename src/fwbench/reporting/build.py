@@ -144,22 +144,45 @@ def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Secti
     )
 
 
-def bench_summary_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]]) -> list[list[str]]:
+def bench_summary_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], extra=None) -> list[list[str]]:
+    """One row per job: median [IQR] of each metric over its trials, then `extra(group)`'s cells."""
     rows = []
     for (model, framework, mode), group in bench.groupby(["model", "framework", "mode"], sort=False):
         cells = []
         for metric, digits in metrics:
             summary = median_iqr(group[metric].dropna())
             cells.append(f"{fmt(summary.median, digits)} [{fmt(summary.q1, digits)}–{fmt(summary.q3, digits)}]")
-        rows.append([model, framework_name(framework), mode, str(len(group)), *cells])
+        rows.append([model, framework_name(framework), mode, str(len(group)), *cells, *(extra(group) if extra else [])])
     return rows
+
+
+STABILITY_HEADER = ["CV %", "windows timed"]
+
+
+def stability_cells(group: pd.DataFrame) -> list[str]:
+    """The trials' throughput CV, and how many windows the job timed to get them."""
+    throughput = group["train_samples_per_s"]
+    cv = throughput.std(ddof=1) / throughput.mean() if len(throughput) > 1 else math.nan
+    return [fmt(100 * cv, 1), str(int(group["windows_timed"].iloc[0]))]
+
+
+def stability_text(bench: pd.DataFrame) -> str:
+    """How the trials were chosen, from the steady-state settings the jobs recorded."""
+    steady_cvs = sorted(set(bench["steady_cv"].dropna()))
+    if not steady_cvs:
+        return "Each job's trials are all the windows it timed."
+    trials = int(bench["trials"].max())
+    limits = ", ".join(f"{100 * cv:g} %" for cv in steady_cvs)
+    return (f"Each job timed windows until its last {trials} had a throughput CV of at most {limits} "
+            f"(steady state), or until bench.max_windows; its trials are those last windows. A CV above "
+            f"that limit means the machine's speed never held still for {trials} windows in that job.")
 
 
 def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section]:
     specs = [
         ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)],
          ["samples/s, median [IQR]"], "train_samples_per_s", "training throughput (samples/s)", False,
-         "Steady-state training throughput over a fixed window of steps after untimed warm-up steps; "
+         "Training throughput over windows of a fixed number of steps after untimed warm-up steps; "
          "one bench job per framework x model x mode, run alone; repeated trials."),
         ("first-step", "Compile and first-step overhead", [("first_step_s", 3)],
          ["time to first step s, median [IQR]"], "first_step_s", "time to first step (s)", True,
@@ -184,7 +207,11 @@ def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section
             continue
         present = [(m, d) for m, d in metrics if m in bench.columns]
         header = ["model", "framework", "mode", "trials", *[h for (m, _), h in zip(metrics, headers) if m in bench.columns]]
-        sections.append(Section(anchor, title, [text], [Table(header, bench_summary_rows(bench, present))], [(figure, title)]))
+        paragraphs, extra = [text], None
+        if anchor == "throughput" and "windows_timed" in bench.columns:
+            paragraphs, extra, header = [text, stability_text(bench)], stability_cells, header + STABILITY_HEADER
+        rows = bench_summary_rows(bench, present, extra)
+        sections.append(Section(anchor, title, paragraphs, [Table(header, rows)], [(figure, title)]))
     return sections
 
 
