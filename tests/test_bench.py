@@ -361,6 +361,23 @@ def read_csv_rows(path):
         return reader.fieldnames, list(reader)
 
 
+def test_bench_jobs_hold_a_whole_epoch_whatever_their_windows_plan(smoke_data):
+    """Peak RSS must not depend on a mode's window steps: every job holds the whole split and
+    an order of at least one epoch; a plan longer than an epoch cycles through the split."""
+    from fwbench.bench.run import bench_inputs
+
+    cfg = compose_config(CONFIG_DIR, ["experiment=smoke", *redirected_paths(smoke_data)])
+    short_x, _, short_order, _ = bench_inputs(cfg, steps=2, whole_epoch=True)
+    epoch_steps = -(-len(short_x) // cfg.trainer.batch_size)
+    long_x, _, long_order, _ = bench_inputs(cfg, steps=3 * epoch_steps, whole_epoch=True)
+    assert len(short_x) == len(long_x)
+    assert len(short_order) == len(short_x)
+    assert len(long_order) == 3 * epoch_steps * cfg.trainer.batch_size
+    assert sorted(short_order) == list(range(len(short_x)))  # one epoch: every sample once
+    cut_x, _, cut_order, _ = bench_inputs(cfg, steps=2)
+    assert len(cut_x) == len(cut_order) == 2 * cfg.trainer.batch_size
+
+
 def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
     import torch
 

@@ -153,12 +153,16 @@ class PhaseLog:
         self.last = now
 
 
-def bench_inputs(cfg: DictConfig, steps: int):
-    """The pipeline's preprocessed training arrays, cut to what `steps` steps need.
+def bench_inputs(cfg: DictConfig, steps: int, whole_epoch: bool = False):
+    """The pipeline's preprocessed training arrays and a sample order for `steps` steps.
 
-    The sample order is seeded and random, drawn as the pipeline draws an
-    epoch's (epoch_order) over the samples kept; a training split smaller than
-    the steps need (the smoke dataset) is cycled through again.
+    The order is seeded and random, drawn as the pipeline draws an epoch's
+    (epoch_order) over the samples kept; a training split smaller than the
+    steps need (the smoke dataset) is cycled through again. By default the
+    arrays are cut to what the steps need. With `whole_epoch` (bench jobs) they
+    are the whole split and the order is at least one epoch long, as in a
+    training run: a job's peak RSS then holds the same data whatever number of
+    steps its mode's windows plan for, and the loop stops once the windows are timed.
     """
     from fwbench.config import processed_dir
     from fwbench.data.preprocess import load_split, read_manifest
@@ -168,11 +172,15 @@ def bench_inputs(cfg: DictConfig, steps: int):
     num_classes = read_manifest(data_dir)["num_classes"]
     x_all, y_all = load_split(data_dir, "train")
     needed = steps * cfg.trainer.batch_size
-    kept = min(needed, len(x_all))
-    # Copies, so the full training arrays are freed before memory is measured.
-    x, y = x_all[:kept].copy(), y_all[:kept].copy()
-    del x_all, y_all
-    order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, kept), needed)
+    if whole_epoch:
+        x, y = x_all, y_all
+        needed = max(needed, len(x))
+    else:
+        # Copies, so the full training arrays are freed before memory is measured.
+        kept = min(needed, len(x_all))
+        x, y = x_all[:kept].copy(), y_all[:kept].copy()
+        del x_all, y_all
+    order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, len(x)), needed)
     return x, y, order, num_classes
 
 
@@ -327,7 +335,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     steps_per_window = window_steps(cfg, framework, model, mode)
     plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.trials, POLL_LAG[framework],
                         steady_cv=cfg.bench.steady_cv, max_windows=cfg.bench.max_windows)
-    x, y, order, num_classes = bench_inputs(cfg, plan.steps)
+    x, y, order, num_classes = bench_inputs(cfg, plan.steps, whole_epoch=True)
     adapter = make_adapter(cfg, x.shape[1:], num_classes)
     backend.apply_mode(adapter, mode, cfg.bench.precision)
     progress.done(f"data loaded, model built in mode {mode}")
