@@ -361,21 +361,37 @@ def read_csv_rows(path):
         return reader.fieldnames, list(reader)
 
 
-def test_bench_jobs_hold_a_whole_epoch_whatever_their_windows_plan(smoke_data):
-    """Peak RSS must not depend on a mode's window steps: every job holds the whole split and
-    an order of at least one epoch; a plan longer than an epoch cycles through the split."""
-    from fwbench.bench.run import bench_inputs
+def test_bench_jobs_hold_a_whole_epoch_in_order_whatever_their_windows_plan(smoke_data):
+    """Peak RSS must not depend on a mode's window steps: every job gets at least one epoch,
+    already in the epoch's order (so no adapter copies it again); a plan longer than an epoch
+    cycles through the split."""
+    from fwbench.bench.run import BENCH_EPOCH, bench_inputs
+    from fwbench.config import processed_dir
+    from fwbench.data.preprocess import load_split
+    from fwbench.training.loop import epoch_order
 
     cfg = compose_config(CONFIG_DIR, ["experiment=smoke", *redirected_paths(smoke_data)])
-    short_x, _, short_order, _ = bench_inputs(cfg, steps=2, whole_epoch=True)
-    epoch_steps = -(-len(short_x) // cfg.trainer.batch_size)
-    long_x, _, long_order, _ = bench_inputs(cfg, steps=3 * epoch_steps, whole_epoch=True)
-    assert len(short_x) == len(long_x)
-    assert len(short_order) == len(short_x)
-    assert len(long_order) == 3 * epoch_steps * cfg.trainer.batch_size
-    assert sorted(short_order) == list(range(len(short_x)))  # one epoch: every sample once
+    x_train, y_train = load_split(processed_dir(cfg), "train")
+    short_x, short_y, short_order, _ = bench_inputs(cfg, steps=2, whole_epoch=True)
+    assert short_order is None
+    epoch = epoch_order(cfg.seed, BENCH_EPOCH, len(x_train))
+    np.testing.assert_array_equal(short_x, x_train[epoch])
+    np.testing.assert_array_equal(short_y, y_train[epoch])
+    epoch_steps = -(-len(x_train) // cfg.trainer.batch_size)
+    long_x, _, _, _ = bench_inputs(cfg, steps=3 * epoch_steps, whole_epoch=True)
+    assert len(long_x) == 3 * epoch_steps * cfg.trainer.batch_size
+    np.testing.assert_array_equal(long_x[len(x_train):2 * len(x_train)], x_train[epoch])
     cut_x, _, cut_order, _ = bench_inputs(cfg, steps=2)
     assert len(cut_x) == len(cut_order) == 2 * cfg.trainer.batch_size
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_adapters_train_on_arrays_already_in_order(framework):
+    """order None trains on the arrays as given: the same steps as an identity order."""
+    steps = 3
+    adapter, steps_done, x, y = tiny_adapter_and_data(framework, steps)
+    adapter.train_epoch(x, y, None, lambda: False)
+    assert steps_done() == steps
 
 
 def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):

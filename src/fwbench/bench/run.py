@@ -159,10 +159,14 @@ def bench_inputs(cfg: DictConfig, steps: int, whole_epoch: bool = False):
     The order is seeded and random, drawn as the pipeline draws an epoch's
     (epoch_order) over the samples kept; a training split smaller than the
     steps need (the smoke dataset) is cycled through again. By default the
-    arrays are cut to what the steps need. With `whole_epoch` (bench jobs) they
-    are the whole split and the order is at least one epoch long, as in a
-    training run: a job's peak RSS then holds the same data whatever number of
-    steps its mode's windows plan for, and the loop stops once the windows are timed.
+    arrays are cut to what the steps need.
+
+    With `whole_epoch` (bench jobs) the order covers the whole split, at least
+    one epoch, and the arrays come back already in that order, with order None:
+    every job then holds one epoch of data in either framework, whatever
+    number of steps its mode's windows plan for, and the Keras adapter makes no
+    re-ordered copy of its own (which a Keras user's `fit` would not make; the
+    torch adapter never copied). The loop stops once the windows are timed.
     """
     from fwbench.config import processed_dir
     from fwbench.data.preprocess import load_split, read_manifest
@@ -173,14 +177,13 @@ def bench_inputs(cfg: DictConfig, steps: int, whole_epoch: bool = False):
     x_all, y_all = load_split(data_dir, "train")
     needed = steps * cfg.trainer.batch_size
     if whole_epoch:
-        x, y = x_all, y_all
-        needed = max(needed, len(x))
-    else:
-        # Copies, so the full training arrays are freed before memory is measured.
-        kept = min(needed, len(x_all))
-        x, y = x_all[:kept].copy(), y_all[:kept].copy()
-        del x_all, y_all
-    order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, len(x)), needed)
+        order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, len(x_all)), max(needed, len(x_all)))
+        return x_all[order], y_all[order], None, num_classes
+    # Copies, so the full training arrays are freed before memory is measured.
+    kept = min(needed, len(x_all))
+    x, y = x_all[:kept].copy(), y_all[:kept].copy()
+    del x_all, y_all
+    order = np.resize(epoch_order(cfg.seed, BENCH_EPOCH, kept), needed)
     return x, y, order, num_classes
 
 

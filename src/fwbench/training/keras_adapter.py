@@ -65,10 +65,12 @@ class KerasAdapter:
                 layer_seed = np.random.SeedSequence([seed, index]).generate_state(1)[0]
                 generator.state.assign(np.array([layer_seed, 0], dtype=generator.state.dtype))
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray, should_stop) -> tuple[float, float]:
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray | None, should_stop) -> tuple[float, float]:
+        """One epoch over x[order] (order None: x is already in training order, and is not copied)."""
         # Ordering the arrays ourselves (shuffle=False) gives Keras the same batches as PyTorch.
+        xs, ys = (x, y) if order is None else (x[order], y[order])
         result = self.model.fit(
-            x[order], y[order], batch_size=self.trainer_cfg.batch_size, epochs=1,
+            xs, ys, batch_size=self.trainer_cfg.batch_size, epochs=1,
             shuffle=False, verbose=0, callbacks=[_StopWhen(should_stop)],
         )
         return float(result.history["loss"][-1]), float(result.history["accuracy"][-1])

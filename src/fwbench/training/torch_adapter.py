@@ -50,9 +50,11 @@ class TorchAdapter:
     def reseed(self, seed: int) -> None:
         torch.manual_seed(seed)
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray, should_stop) -> tuple[float, float]:
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray | None, should_stop) -> tuple[float, float]:
+        """One epoch over x[order] (order None: x is already in training order)."""
         inputs = to_nchw(x, self.torch_device)
         labels = torch.from_numpy(y).to(self.torch_device)
+        order = np.arange(len(x)) if order is None else order
         order_t = torch.from_numpy(order).to(self.torch_device)
         batch_size = self.trainer_cfg.batch_size
         self.model.train()
