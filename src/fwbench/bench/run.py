@@ -97,7 +97,7 @@ def imports_refused(names: tuple[str, ...]):
 @dataclass
 class TrainingResult:
     window_s: list[float]  # the trials' windows: the last `trials` windows timed
-    windows_timed: list[float]  # every window timed, the trials' among them
+    all_window_s: list[float]  # every window timed, the trials' among them
     first_step_s: float
     peak_rss_first_step_mb: float
     peak_rss_window_mb: list[float]
@@ -203,7 +203,7 @@ def measure_training(adapter, backend, plan: TrainingPlan, x, y, order, rss: Pea
     trial_windows = range(len(windows) - plan.trials, len(windows))
     return TrainingResult(
         window_s=clock.trial_seconds(),
-        windows_timed=windows,
+        all_window_s=windows,
         first_step_s=clock.first_step_seconds(called_at),
         peak_rss_first_step_mb=memory.first_step_peak,
         peak_rss_window_mb=[memory.window_peak[w] for w in trial_windows],
@@ -283,7 +283,7 @@ def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResul
         "window_steps": plan.window_steps,
         "trials": plan.trials,
         "steady_cv": math.nan if plan.steady_cv is None else plan.steady_cv,
-        "windows_timed": len(train.windows_timed),
+        "windows_timed": len(train.all_window_s),
         "first_step_s": train.first_step_s,
         "infer_batch_size": cfg.trainer.eval_batch_size,
         "peak_rss_first_step_mb": train.peak_rss_first_step_mb,
@@ -347,9 +347,9 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     rss_before_train = rss.current_mb()
     background = BackgroundCpu()
     train = measure_training(adapter, backend, plan, x, y, order, rss)
-    progress.done(f"training: first step {train.first_step_s:.2f} s, {len(train.windows_timed)} windows of "
-                  f"{plan.window_steps} steps {sum(train.windows_timed):.2f} s")
-    log_windows(plan, train.windows_timed, cfg.trainer.batch_size)
+    progress.done(f"training: first step {train.first_step_s:.2f} s, {len(train.all_window_s)} windows of "
+                  f"{plan.window_steps} steps {sum(train.all_window_s):.2f} s")
+    log_windows(plan, train.all_window_s, cfg.trainer.batch_size)
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
     background_share = background.share()
     progress.done("inference")
@@ -394,7 +394,7 @@ def log_windows(plan: TrainingPlan, windows: list[float], batch_size: int) -> No
                  len(windows), 100 * cv, 100 * plan.steady_cv)
     else:
         log.warning("not steady within bench.max_windows=%d: the last %d windows' CV is %.1f%%, above "
-                    "bench.steady_cv %.1f%%; this machine's speed drifted throughout",
+                    "bench.steady_cv %.1f%%: the job's speed drifted throughout",
                     plan.windows, plan.trials, 100 * cv, 100 * plan.steady_cv)
 
 
