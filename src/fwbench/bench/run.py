@@ -42,7 +42,14 @@ from fwbench.bench import (
 from fwbench.bench.contention import BackgroundCpu
 from fwbench.bench.memory import PeakRss
 from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
-from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, throughput_cv, time_calls
+from fwbench.bench.timing import (
+    POLL_LAG,
+    StepClock,
+    TrainingPlan,
+    coefficient_of_variation,
+    throughput_cv,
+    time_calls,
+)
 from fwbench.errors import DataError
 from fwbench.runtime import configure_framework, write_text_atomic
 
@@ -400,7 +407,7 @@ def log_windows(plan: TrainingPlan, windows: list[float], batch_size: int) -> No
 
 def log_job_summary(rows: list[dict]) -> None:
     throughput = np.array([row["train_samples_per_s"] for row in rows])
-    cv = throughput.std(ddof=1) / throughput.mean() if len(throughput) > 1 else math.nan
+    cv = coefficient_of_variation(throughput)
     first = rows[0]
     log.info(
         "train %.0f samples/s (median of %d trials, CV %.1f%%), first step %.2f s | "

@@ -16,6 +16,7 @@ Where the adapters poll (pinned by tests/test_bench.py):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,13 +107,20 @@ class TrainingPlan:
         return throughput_cv(window_seconds[-self.trials:]) <= self.steady_cv
 
 
-def throughput_cv(window_seconds: list[float]) -> float:
-    """CV (sample standard deviation over mean) of the windows' throughput, which is 1 / seconds
-    up to a constant: the statistic the summary reports (train_samples_per_s_cv)."""
-    rates = [1.0 / seconds for seconds in window_seconds]
-    mean = sum(rates) / len(rates)
-    variance = sum((rate - mean) ** 2 for rate in rates) / (len(rates) - 1)
+def coefficient_of_variation(values) -> float:
+    """Sample standard deviation over mean: the stability statistic of the bench (NaN below two values)."""
+    values = list(values)
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
     return variance ** 0.5 / mean
+
+
+def throughput_cv(window_seconds: list[float]) -> float:
+    """CV of the windows' throughput, which is 1 / seconds up to a constant: the statistic
+    the summary reports (train_samples_per_s_cv)."""
+    return coefficient_of_variation(1.0 / seconds for seconds in window_seconds)
 
 
 @dataclass
@@ -133,6 +141,7 @@ class StepClock:
     polls: int = 0
     marks: dict[int, tuple[float, float]] = field(default_factory=dict)
     done: bool = False
+    _windows: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._boundaries = self.plan.boundary_polls()
@@ -140,28 +149,24 @@ class StepClock:
     def __call__(self) -> bool:
         poll = self.polls
         self.polls += 1
-        if not self.done and poll in self._boundaries:
-            self.sync()
-            arrive = self.clock()
-            self.on_boundary(poll)
-            self.marks[poll] = (arrive, self.clock())
-            if self.plan.window_closed_by(poll) is not None:
-                self.done = self.plan.is_done(self._timed_windows())
+        if self.done or poll not in self._boundaries:
+            return self.done
+        self.sync()
+        arrive = self.clock()
+        self.on_boundary(poll)
+        # The stop decision comes before `leave`: this poll may open the next window.
+        window = self.plan.window_closed_by(poll)
+        if window is not None:
+            opening = self.plan.window_polls(window)[0]
+            self._windows.append(arrive - self.marks[opening][1])
+            self.done = self.plan.is_done(self._windows)
+        self.marks[poll] = (arrive, self.clock())
         return self.done
-
-    def _timed_windows(self) -> list[float]:
-        durations = []
-        for window in range(self.plan.windows):
-            opening, closing = self.plan.window_polls(window)
-            if closing not in self.marks:
-                break
-            durations.append(self.marks[closing][0] - self.marks[opening][1])
-        return durations
 
     def window_seconds(self) -> list[float]:
         """Wall time of every window timed, in order."""
         self._check_complete()
-        return self._timed_windows()
+        return list(self._windows)
 
     def trial_seconds(self) -> list[float]:
         """Wall time of the trials' windows: the last `trials` windows timed."""

@@ -12,6 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
+from fwbench.bench.timing import coefficient_of_variation
 from fwbench.config import report_dir
 from fwbench.models import flatten_size
 from fwbench.reporting import figures
@@ -161,8 +162,7 @@ STABILITY_HEADER = ["CV %", "windows timed"]
 
 def stability_cells(group: pd.DataFrame) -> list[str]:
     """The trials' throughput CV, and how many windows the job timed to get them."""
-    throughput = group["train_samples_per_s"]
-    cv = throughput.std(ddof=1) / throughput.mean() if len(throughput) > 1 else math.nan
+    cv = coefficient_of_variation(group["train_samples_per_s"])
     return [fmt(100 * cv, 1), str(int(group["windows_timed"].iloc[0]))]
 
 
