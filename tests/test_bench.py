@@ -4,7 +4,9 @@ one-line refusal of a mode a framework lacks, timed jobs alone, the GPU script's
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -250,6 +252,45 @@ def test_a_child_process_cpu_time_counts_as_the_jobs_own():
     finally:
         child.kill()
         child.wait()
+
+
+def test_busiest_ranks_cpu_time_used_between_readings():
+    from fwbench.bench.contention import busiest, describe
+
+    before = {(10, 1.0): ("snakemake", 5.0), (11, 1.0): ("kworker/0:1-events", 1.0), (12, 1.0): ("python", 9.0),
+              (13, 1.0): ("sshd", 2.0)}
+    after = {(10, 1.0): ("snakemake", 8.0), (11, 1.0): ("kworker/0:1-mm_percpu_wq", 1.5), (12, 7.0): ("bash", 0.7),
+             (13, 1.0): ("sshd", 2.0), (14, 7.0): ("gzip", 2.0)}
+    # pid 12 was reused (a later start): all its time is new; pid 11 renamed itself; pid 13 used nothing.
+    assert busiest(before, after, count=3) == [("snakemake", 10, 3.0), ("gzip", 14, 2.0), ("bash", 12, 0.7)]
+    assert busiest(before, after, count=5)[3] == ("kworker/0:1-mm_percpu_wq", 11, 0.5)
+    assert describe(busiest(before, after, count=1)) == "snakemake (pid 10) 3.00 s"
+    assert describe([]) == ""
+
+
+def test_busiest_names_a_busy_process_outside_the_job_and_not_the_jobs_child():
+    """A detached process (re-parented away from the job) is background; the job's child is not."""
+    from fwbench.bench import contention
+
+    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    background = contention.BackgroundCpu()
+    child = subprocess.Popen([sys.executable, "-c", busy])
+    # The shell starts the busy process in the background and exits: it is nobody's child in this job.
+    detached_pid = int(subprocess.run(["sh", "-c", f'{sys.executable} -c "$0" >/dev/null 2>&1 & echo $!', busy],
+                                      capture_output=True, text=True, check=True).stdout)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            seen = {pid: seconds for _, pid, seconds in background.busiest(count=50)}
+            if seen.get(detached_pid, 0.0) >= 0.4:
+                break
+            time.sleep(0.1)
+        assert seen.get(detached_pid, 0.0) >= 0.4
+        assert child.pid not in seen
+    finally:
+        child.kill()
+        child.wait()
+        os.kill(detached_pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- config and refusal

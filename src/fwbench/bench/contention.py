@@ -6,7 +6,9 @@ waiting for its slowest thread) several-fold. The load average cannot say it
 (it counts the job itself and lags a minute), so the bench measures it: CPU
 time the whole machine spent busy (/proc/stat) minus the CPU time this process
 spent, over the measured phases, as a share of the machine. 0 = nobody else
-ran; 0.5 on 2 cores = another process held a full core throughout.
+ran; 0.5 on 2 cores = another process held a full core throughout. It also
+names the other processes that took the most of it (kernel threads included),
+so a busy job's log says who was busy.
 """
 
 from __future__ import annotations
@@ -50,10 +52,56 @@ def _own_cpu_seconds() -> float:
     return total
 
 
+def _job_pids() -> set[int]:
+    import psutil
+
+    process = psutil.Process()
+    return {process.pid, *(child.pid for child in process.children(recursive=True))}
+
+
+def _other_processes_cpu() -> dict[tuple[int, float], tuple[str, float]]:
+    """(pid, start time) -> (name, CPU seconds so far) of every readable process outside this job.
+
+    The start time tells a reused pid from the process that had it before; the
+    name cannot (a kernel worker's name follows the work queue it serves).
+    """
+    import psutil
+
+    job = _job_pids()
+    seconds = {}
+    for process in psutil.process_iter(["name", "cpu_times", "create_time"]):
+        times, started = process.info["cpu_times"], process.info["create_time"]
+        if process.pid in job or times is None or started is None:  # None: exited or not readable
+            continue
+        seconds[process.pid, started] = (process.info["name"] or "?", times.user + times.system)
+    return seconds
+
+
+def busiest(before: dict, after: dict, count: int) -> list[tuple[str, int, float]]:
+    """The `count` processes that used the most CPU time between two readings: (name, pid, seconds).
+
+    Readings map (pid, start time) to (name, CPU seconds). A process missing from
+    `before` started in between: all its time counts. Processes that ended in
+    between are not seen.
+    """
+    taken = []
+    for (pid, started), (name, seconds) in after.items():
+        used = seconds - before.get((pid, started), (name, 0.0))[1]
+        if used > 0:
+            taken.append((name, pid, used))
+    return sorted(taken, key=lambda item: item[2], reverse=True)[:count]
+
+
+def describe(processes: list[tuple[str, int, float]]) -> str:
+    """'snakemake (pid 12) 3.10 s; kworker/0:1 (pid 7) 0.40 s' (empty when none)."""
+    return "; ".join(f"{name} (pid {pid}) {seconds:.2f} s" for name, pid, seconds in processes)
+
+
 class BackgroundCpu:
-    """Start at the first measured phase, read `share()` after the last."""
+    """Start at the first measured phase, read `share()` and `busiest()` after the last."""
 
     def __init__(self) -> None:
+        self.others = _other_processes_cpu()
         self.machine = _machine_busy_seconds()
         self.own = _own_cpu_seconds()
         self.wall = time.perf_counter()
@@ -66,3 +114,7 @@ class BackgroundCpu:
         wall = time.perf_counter() - self.wall
         other = (machine - self.machine) - (_own_cpu_seconds() - self.own)
         return max(other, 0.0) / (wall * (os.cpu_count() or 1))
+
+    def busiest(self, count: int = 3) -> list[tuple[str, int, float]]:
+        """The other processes that took the most CPU time since the start: (name, pid, seconds)."""
+        return busiest(self.others, _other_processes_cpu(), count)

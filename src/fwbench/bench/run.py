@@ -39,7 +39,7 @@ from fwbench.bench import (
     summary_path,
     window_steps,
 )
-from fwbench.bench.contention import BackgroundCpu
+from fwbench.bench.contention import BackgroundCpu, describe
 from fwbench.bench.memory import PeakRss
 from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
 from fwbench.bench.timing import (
@@ -358,13 +358,14 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
                   f"{plan.window_steps} steps {sum(train.all_window_s):.2f} s")
     log_windows(plan, train.all_window_s, cfg.trainer.batch_size)
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
-    background_share = background.share()
+    background_share, background_busiest = background.share(), describe(background.busiest())
     progress.done("inference")
     env = environment(framework, cfg, policy)
     memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train}
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
     times = {
         "background_cpu_share": background_share,
+        "background_processes": background_busiest,
         "job_start_unix": job_start, "job_end_unix": time.time(),
         "load_avg_start": load_avg_start, "load_avg_end": os.getloadavg()[0],
     }
@@ -420,7 +421,8 @@ def log_job_summary(rows: list[dict]) -> None:
         100 * first["background_cpu_share"],
     )
     if first["background_cpu_share"] > BUSY_SHARE:
-        log.warning("the machine was busy while this job measured: its numbers are not an idle machine's")
+        log.warning("the machine was busy while this job measured: its numbers are not an idle machine's "
+                    "(busiest other processes: %s)", first["background_processes"] or "none seen")
 
 
 def aggregate_results(cfg: DictConfig) -> Path:
@@ -436,8 +438,9 @@ def aggregate_results(cfg: DictConfig) -> Path:
     table["mlflow_run_id"] = log_bench_runs(cfg, table)
     busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(["framework", "model", "mode"])
     for job in busy.itertuples(index=False):
-        log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it",
-                    job.framework, job.model, job.mode, 100 * job.background_cpu_share)
+        log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it (busiest: %s)",
+                    job.framework, job.model, job.mode, 100 * job.background_cpu_share,
+                    job.background_processes or "none seen")
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
     log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
