@@ -4,6 +4,7 @@ one-line refusal of a mode a framework lacks, timed jobs alone, the GPU script's
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -254,6 +255,23 @@ def test_a_child_process_cpu_time_counts_as_the_jobs_own():
         child.wait()
 
 
+def test_a_grandchild_that_ended_counts_as_the_jobs_own():
+    """An inductor compile worker that ended was reaped by the compile pool, the job's child."""
+    from fwbench.bench import contention
+
+    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    reaper = (f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {burn!r}])\n"
+              "print('reaped', flush=True)\ntime.sleep(30)")
+    before = contention._own_cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", reaper], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "reaped"  # the grandchild has ended
+        assert contention._own_cpu_seconds() - before >= 0.4
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_busiest_ranks_cpu_time_used_between_readings():
     from fwbench.bench.contention import busiest, describe
 
@@ -291,6 +309,44 @@ def test_busiest_names_a_busy_process_outside_the_job_and_not_the_jobs_child():
         child.kill()
         child.wait()
         os.kill(detached_pid, signal.SIGKILL)
+
+
+def load_pipeline_vs_minimal():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline_vs_minimal", PROJECT_ROOT / "bench/pipeline_vs_minimal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pipeline_vs_minimal_compares_the_two_calls_of_each_repeat():
+    """A shift of machine speed between repeats cancels within each pair of adjacent calls."""
+    script = load_pipeline_vs_minimal()
+    # Repeats 2 and 3 ran on a machine 20 % slower; the pipeline is 2 % slower than the minimal loop throughout.
+    minimal = [1000.0, 800.0, 800.0, 1000.0]
+    pipeline = [980.0, 784.0, 784.0, 980.0]
+    assert script.pair_ratios(pipeline, minimal) == pytest.approx([0.98] * 4)
+    with pytest.raises(ValueError, match="one pipeline and one minimal call per repeat"):
+        script.pair_ratios(pipeline, minimal[:3])
+
+
+def test_pipeline_vs_minimal_measures_a_mode(smoke_data):
+    """The script's per-mode run: real calls of both variants, paired, on the smoke data."""
+    repeats = 2
+    result = subprocess.run(
+        [sys.executable, "bench/pipeline_vs_minimal.py", "--only", "torch", "eager", "--model", "linear",
+         "--steps", "3", "--repeats", str(repeats), "--threads", "1", "experiment=smoke",
+         *redirected_paths(smoke_data)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (measured["framework"], measured["mode"], measured["timed"]) == ("torch", "eager", "whole call")
+    assert len(measured["pipeline_samples_per_s"]) == len(measured["minimal_samples_per_s"]) == repeats
+    pairs = [p / m for p, m in zip(measured["pipeline_samples_per_s"], measured["minimal_samples_per_s"])]
+    assert measured["pair_ratios"] == pytest.approx(pairs)
+    assert measured["ratio"] == pytest.approx(float(np.median(pairs)))
+    assert measured["meets_target"] == (measured["ratio"] >= 0.95)
 
 
 # ---------------------------------------------------------------- config and refusal

@@ -33,10 +33,12 @@ def _machine_busy_seconds() -> float | None:
 
 
 def _own_cpu_seconds() -> float:
-    """CPU time of this job: the process, its live descendants and its reaped children.
+    """CPU time of this job: the process, its live descendants, and the children each reaped.
 
     Descendants count as the job's own: torch.compile's inductor compiles in a pool
     of worker processes, whose CPU time is the job's work, not another process's.
+    A worker that ended was reaped by its parent, itself one of the descendants:
+    its time is in that parent's children times.
     """
     import psutil
 
@@ -48,7 +50,7 @@ def _own_cpu_seconds() -> float:
             child_times = child.cpu_times()
         except psutil.Error:  # exited between the listing and the reading
             continue
-        total += child_times.user + child_times.system
+        total += child_times.user + child_times.system + child_times.children_user + child_times.children_system
     return total
 
 
