@@ -83,6 +83,9 @@ SCHEMA = {
     # memory
     "rss_method": "per_phase (peak reset through /proc/self/clear_refs) | cumulative (ru_maxrss since start)",
     "rss_before_train_mb": "process RSS after data load and model build, before training; per job",
+    "rss_file_after_train_mb": "file-backed part of the RSS after training (RssFile: mapped libraries and files); "
+                               "every RSS figure includes it, and its size follows the page cache's state, not the "
+                               "code (fwbench.bench.memory); per job",
     "peak_rss_first_step_mb": "peak RSS during the first step (compilation included); per job",
     "peak_rss_train_mb": "peak RSS during this trial's training window",
     "peak_rss_infer_mb": "peak RSS during this trial's inference calls",

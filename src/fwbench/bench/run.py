@@ -354,6 +354,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     rss_before_train = rss.current_mb()
     background = BackgroundCpu()
     train = measure_training(adapter, backend, plan, x, y, order, rss)
+    rss_file_after_train = rss.file_mb()
     progress.done(f"training: first step {train.first_step_s:.2f} s, {len(train.all_window_s)} windows of "
                   f"{plan.window_steps} steps {sum(train.all_window_s):.2f} s")
     log_windows(plan, train.all_window_s, cfg.trainer.batch_size)
@@ -361,7 +362,8 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     background_share, background_busiest = background.share(), describe(background.busiest())
     progress.done("inference")
     env = environment(framework, cfg, policy)
-    memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train}
+    memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train,
+              "rss_file_after_train_mb": rss_file_after_train}
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
     times = {
         "background_cpu_share": background_share,
@@ -412,12 +414,13 @@ def log_job_summary(rows: list[dict]) -> None:
     first = rows[0]
     log.info(
         "train %.0f samples/s (median of %d trials, CV %.1f%%), first step %.2f s | "
-        "batch-1 latency p50 %.2f ms | inference %.0f samples/s | peak RSS train %.0f MiB (%s) | "
+        "batch-1 latency p50 %.2f ms | inference %.0f samples/s | peak RSS train %.0f MiB (%s; "
+        "%.0f MiB of RSS were mapped files after training) | "
         "other processes took %.0f%% of the machine",
         np.median(throughput), len(rows), 100 * cv, first["first_step_s"],
         np.median([row["infer_latency_p50_ms"] for row in rows]),
         np.median([row["infer_samples_per_s"] for row in rows]),
-        np.median([row["peak_rss_train_mb"] for row in rows]), first["rss_method"],
+        np.median([row["peak_rss_train_mb"] for row in rows]), first["rss_method"], first["rss_file_after_train_mb"],
         100 * first["background_cpu_share"],
     )
     if first["background_cpu_share"] > BUSY_SHARE:

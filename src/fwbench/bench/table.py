@@ -23,7 +23,7 @@ UPPER_QUARTILE = 0.75
 JOB_COLUMNS = (
     "device", "precision", "batch_size", "trials", "window_steps", "parameter_count", "flops_per_sample",
     "intra_op_threads", "inter_op_threads", "cpu_model", "gpu_model", "framework_version", "hostname",
-    "background_cpu_share", "background_processes", "load_avg_start", "load_avg_end",
+    "rss_file_after_train_mb", "background_cpu_share", "background_processes", "load_avg_start", "load_avg_end",
 )
 
 
