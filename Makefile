@@ -38,8 +38,8 @@ browser:
 
 # Two Snakemake runs: everything but the timed bench jobs, then the bench grid and the
 # report from a new Snakemake process. Within one run of the whole DAG, Snakemake's own
-# process took 4-7 % of the machine while each bench job measured, and the grid took
-# 313-366 s; from a new process 0-2 % and 235-253 s (bench/README.md, 2026-11-28).
+# process took 2-7 % of the machine while each bench job measured, and every convnet
+# job of one such grid ran slower; from a new process 0-2 % (bench/README.md, 2026-11-28).
 report: venv data-source
 	$(BIN)/snakemake --cores $(CORES) --config experiment=$(EXPERIMENT) --omit-from bench
 	$(BIN)/snakemake --cores $(CORES) --config experiment=$(EXPERIMENT)

@@ -12,8 +12,9 @@ and how many of those are resident depends on the page cache, not on the
 code: `import torch` had 230 MB of files resident from one virtual
 environment and 313 MB from a fresh `pip install` of the same pins, and 230 MB
 from both once the page cache was dropped (the kernel maps a freshly written
-file's pages in larger pieces). The job records that file-backed part
-(`file_mb`) beside every peak, so a difference of that size can be told apart.
+file's pages in larger pieces). A bench job records that file-backed part
+after training (`file_mb`, the rows' rss_file_after_train_mb), so a difference
+of that size can be told apart.
 """
 
 from __future__ import annotations

@@ -441,9 +441,9 @@ def aggregate_results(cfg: DictConfig) -> Path:
     table["mlflow_run_id"] = log_bench_runs(cfg, table)
     busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(["framework", "model", "mode"])
     for job in busy.itertuples(index=False):
+        seen = job.background_processes if isinstance(job.background_processes, str) else ""  # CSV: empty -> NaN
         log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it (busiest: %s)",
-                    job.framework, job.model, job.mode, 100 * job.background_cpu_share,
-                    job.background_processes or "none seen")
+                    job.framework, job.model, job.mode, 100 * job.background_cpu_share, seen or "none seen")
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
     log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
