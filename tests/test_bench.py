@@ -238,21 +238,53 @@ def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypat
     assert background.share() == pytest.approx(10.0 / 20.0)
 
 
+# Burns 0.5 s of CPU, then says so on the file descriptor given as its argument and waits.
+BURN_THEN_WAIT = ("import os, sys, time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+                  "os.write(int(sys.argv[1]), b'burnt')\ntime.sleep(30)")
+
+
+def start_burning(detached: bool = False) -> tuple[int, int]:
+    """Start BURN_THEN_WAIT as this process's child, or detached (its shell exits, so it is
+    nobody's child here); returns its pid and the pipe on which it says it has burnt."""
+    read_end, write_end = os.pipe()
+    if detached:
+        started = subprocess.run(["sh", "-c", '"$1" -c "$0" "$2" >/dev/null 2>&1 & echo $!', BURN_THEN_WAIT,
+                                  sys.executable, str(write_end)],
+                                 pass_fds=(write_end,), capture_output=True, text=True, check=True)
+        pid = int(started.stdout)
+    else:
+        pid = subprocess.Popen([sys.executable, "-c", BURN_THEN_WAIT, str(write_end)], pass_fds=(write_end,)).pid
+    os.close(write_end)
+    return pid, read_end
+
+
+def wait_until_burnt(read_end: int) -> None:
+    """Blocks until the process has burnt its CPU time (EOF, and a failed assertion, if it died)."""
+    try:
+        assert os.read(read_end, 16) == b"burnt"
+    finally:
+        os.close(read_end)
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # detached: not ours to reap
+        pass
+
+
 def test_a_child_process_cpu_time_counts_as_the_jobs_own():
     """torch.compile's compile workers are the job's work: a busy child is not background."""
     from fwbench.bench import contention
 
     before = contention._own_cpu_seconds()
-    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
-                              "while time.process_time() < end: pass\ntime.sleep(30)"])
+    child, burnt = start_burning()
     try:
-        deadline = time.monotonic() + 20
-        while contention._own_cpu_seconds() - before < 0.4 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until_burnt(burnt)
         assert contention._own_cpu_seconds() - before >= 0.4  # counted while the child still runs
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 def test_a_grandchild_that_ended_counts_as_the_jobs_own():
@@ -290,25 +322,18 @@ def test_busiest_names_a_busy_process_outside_the_job_and_not_the_jobs_child():
     """A detached process (re-parented away from the job) is background; the job's child is not."""
     from fwbench.bench import contention
 
-    busy = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ntime.sleep(30)"
     background = contention.BackgroundCpu()
-    child = subprocess.Popen([sys.executable, "-c", busy])
-    # The shell starts the busy process in the background and exits: it is nobody's child in this job.
-    detached_pid = int(subprocess.run(["sh", "-c", f'{sys.executable} -c "$0" >/dev/null 2>&1 & echo $!', busy],
-                                      capture_output=True, text=True, check=True).stdout)
+    child, child_burnt = start_burning()
+    detached, detached_burnt = start_burning(detached=True)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            seen = {pid: seconds for _, pid, seconds in background.busiest(count=50)}
-            if seen.get(detached_pid, 0.0) >= 0.4:
-                break
-            time.sleep(0.1)
-        assert seen.get(detached_pid, 0.0) >= 0.4
-        assert child.pid not in seen
+        wait_until_burnt(child_burnt)
+        wait_until_burnt(detached_burnt)
+        seen = {pid: seconds for _, pid, seconds in background.busiest(count=50)}
+        assert seen.get(detached, 0.0) >= 0.4
+        assert child not in seen
     finally:
-        child.kill()
-        child.wait()
-        os.kill(detached_pid, signal.SIGKILL)
+        stop(child)
+        stop(detached)
 
 
 def load_pipeline_vs_minimal():
