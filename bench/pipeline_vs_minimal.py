@@ -125,6 +125,18 @@ def minimal_torch(model, optimizer, x, y, batch_size: int, device):
     return run
 
 
+def timed_call(run, sync, keras_steady: bool) -> float:
+    """Seconds of one call: Keras from the end of its first step to the end of its last, torch whole."""
+    ends = StepEnds()
+    if keras_steady:
+        run(ends)
+        return ends.steady_seconds()
+    start = time.perf_counter()
+    run(ends)
+    sync()
+    return time.perf_counter() - start
+
+
 def measure_mode(framework: str, mode: str, args: argparse.Namespace) -> dict:
     from fwbench.bench.run import bench_inputs, load_backend
     from fwbench.config import compose_config
@@ -168,11 +180,7 @@ def measure_mode(framework: str, mode: str, args: argparse.Namespace) -> dict:
         seconds = {name: [] for name in variants}
         for repeat in range(args.repeats):
             for name in ORDER[repeat % len(ORDER)]:
-                ends = StepEnds()
-                start = time.perf_counter()
-                variants[name](ends)
-                sync()
-                seconds[name].append(ends.steady_seconds() if keras_steady else time.perf_counter() - start)
+                seconds[name].append(timed_call(variants[name], sync, keras_steady))
     samples = (args.steps - 1 if keras_steady else args.steps) * batch_size
     throughput = {name: [samples / s for s in values] for name, values in seconds.items()}
     pairs = pair_ratios(throughput["pipeline"], throughput["minimal"])
