@@ -36,12 +36,9 @@ browser:
 		apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
 	fi
 
-# Two Snakemake runs: everything but the timed bench jobs, then the bench grid and the
-# report from a new Snakemake process. Within one run of the whole DAG, Snakemake's own
-# process took 2-7 % of the machine while each bench job measured, and every convnet
-# job of one such grid ran slower; from a new process 0-2 % (bench/README.md, 2026-11-28).
+# One Snakemake run of the whole DAG. The profile (profiles/default) slows Snakemake's
+# self-rescheduling, which otherwise took 3 % of the machine beside every bench job.
 report: venv data-source
-	$(BIN)/snakemake --cores $(CORES) --config experiment=$(EXPERIMENT) --omit-from bench
 	$(BIN)/snakemake --cores $(CORES) --config experiment=$(EXPERIMENT)
 	@echo "Report: $(CURDIR)/reports/$(EXPERIMENT)/comparison.html"
 
