@@ -238,9 +238,10 @@ def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypat
     assert background.share() == pytest.approx(10.0 / 20.0)
 
 
-# Burns 0.5 s of CPU, then says so on the file descriptor given as its argument and waits.
-BURN_THEN_WAIT = ("import os, sys, time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
-                  "os.write(int(sys.argv[1]), b'burnt')\ntime.sleep(30)")
+# Uses 0.5 s of CPU time (process time, whatever the wall clock does).
+BURN_HALF_A_CPU_SECOND = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+# Burns it, then says so on the file descriptor given as its argument and waits.
+BURN_THEN_WAIT = BURN_HALF_A_CPU_SECOND + "import os, sys\nos.write(int(sys.argv[1]), b'burnt')\ntime.sleep(30)"
 
 
 def start_burning(detached: bool = False) -> tuple[int, int]:
@@ -291,8 +292,7 @@ def test_a_grandchild_that_ended_counts_as_the_jobs_own():
     """An inductor compile worker that ended was reaped by the compile pool, the job's child."""
     from fwbench.bench import contention
 
-    burn = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
-    reaper = (f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {burn!r}])\n"
+    reaper = (f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {BURN_HALF_A_CPU_SECOND!r}])\n"
               "print('reaped', flush=True)\ntime.sleep(30)")
     before = contention._own_cpu_seconds()
     child = subprocess.Popen([sys.executable, "-c", reaper], stdout=subprocess.PIPE, text=True)
