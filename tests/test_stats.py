@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-from fwbench import stats
 from fwbench.errors import ConfigError, DataError
 from fwbench.stats import (
     A_BETTER,
@@ -14,239 +13,227 @@ from fwbench.stats import (
     DIFFERENCE,
     EQUIVALENT,
     INCONCLUSIVE,
+    NO_MEANINGFUL_DIFFERENCE,
     RATIO,
     SUPPORTED,
     Comparison,
     compare,
-    compare_interaction,
+    contrast,
     equivalence_verdict,
     mean_ci,
     median_iqr,
+    no_difference_zone,
+    process_means,
     verdict,
 )
 
-# Small enough to keep the suite fast, large enough for stable percentiles.
-N_BOOT = 1000
-# Multiplicative spread of +-1 %: five "trials" around a centre.
+# Multiplicative spread of +-1 %: five processes' means around a centre.
 JITTER = np.array([0.99, 0.995, 1.0, 1.005, 1.01])
-MARGIN = 0.015
+SPEED_MARGIN = 0.05
+ACCURACY_MARGIN = 0.015
 
 
-def trials(centre: float) -> np.ndarray:
+def processes(centre: float) -> np.ndarray:
     return centre * JITTER
 
 
+def ratio(low: float, high: float, higher_is_better: bool = True) -> Comparison:
+    """A hand-made ratio interval, to put its ends exactly where a case needs them."""
+    return Comparison(math.sqrt(low * high), low, high, 3, 3, "constructed", higher_is_better=higher_is_better)
+
+
 def difference(low: float, high: float) -> Comparison:
-    """A hand-made difference interval, to put its ends exactly where a case needs them."""
     return Comparison((low + high) / 2, low, high, 3, 3, "constructed", kind=DIFFERENCE)
 
 
-def test_clear_win_is_supported_and_the_opposite_claim_contradicted():
-    result = compare(trials(120.0), trials(100.0), higher_is_better=True, n_boot=N_BOOT)
-    assert result.estimate == pytest.approx(1.2)
-    assert 1.0 < result.ci_low <= result.estimate <= result.ci_high
-    assert verdict(result, A_BETTER) == SUPPORTED
-    assert verdict(result, B_BETTER) == CONTRADICTED
+# ------------------------------------------------------------------ the four verdicts and the margin
 
 
-def test_clear_loss_on_a_lower_is_better_metric_is_contradicted():
-    # a uses 30 % more memory: a claim that a is better (uses less) is contradicted.
-    result = compare(trials(130.0), trials(100.0), higher_is_better=False, n_boot=N_BOOT)
-    assert result.ci_low > 1.0
-    assert verdict(result, A_BETTER) == CONTRADICTED
-    assert verdict(result, B_BETTER) == SUPPORTED
+@pytest.mark.parametrize("low, high, claimed, expected", [
+    (1.10, 1.30, A_BETTER, SUPPORTED),  # wholly beyond 1.05 on the claimed side
+    (1.10, 1.30, B_BETTER, CONTRADICTED),  # the same interval, the other claim
+    (0.70, 0.90, A_BETTER, CONTRADICTED),  # wholly below 1/1.05
+    (0.97, 1.03, A_BETTER, NO_MEANINGFUL_DIFFERENCE),  # wholly inside [1/1.05, 1.05]
+    (1.01, 1.04, A_BETTER, NO_MEANINGFUL_DIFFERENCE),  # excludes 1, but by less than the margin
+    (1.02, 1.20, A_BETTER, INCONCLUSIVE),  # straddles the upper margin
+    (0.80, 1.20, A_BETTER, INCONCLUSIVE),  # straddles both
+])
+def test_a_ratio_is_judged_against_the_margin_in_all_four_ways(low, high, claimed, expected):
+    assert verdict(ratio(low, high), claimed, SPEED_MARGIN) == expected
 
 
-def test_lower_is_better_win_is_supported():
-    result = compare(trials(80.0), trials(100.0), higher_is_better=False, n_boot=N_BOOT)
-    assert result.ci_high < 1.0
-    assert verdict(result, A_BETTER) == SUPPORTED
+def test_the_margin_zone_of_a_ratio_is_symmetric_on_the_log_scale():
+    low, high = no_difference_zone(RATIO, SPEED_MARGIN)
+    assert high == pytest.approx(1.05) and low == pytest.approx(1 / 1.05)
+    assert no_difference_zone(DIFFERENCE, 0.02) == (-0.02, 0.02)
 
 
-def test_overlapping_samples_are_inconclusive():
-    a = [98.0, 103.0, 100.0, 96.0, 104.0]
-    b = [101.0, 97.0, 102.0, 99.0, 100.0]
-    result = compare(a, b, higher_is_better=True, n_boot=N_BOOT)
-    assert result.ci_low < 1.0 < result.ci_high
-    assert verdict(result, A_BETTER) == INCONCLUSIVE
-    assert verdict(result, B_BETTER) == INCONCLUSIVE
+def test_an_interval_touching_the_margin_is_not_beyond_it():
+    assert verdict(ratio(1.05, 1.3), A_BETTER, SPEED_MARGIN) == INCONCLUSIVE
+    assert verdict(ratio(1 / 1.05, 1.05), A_BETTER, SPEED_MARGIN) == NO_MEANINGFUL_DIFFERENCE
 
 
-@pytest.mark.parametrize("a, b", [([500.0], trials(100.0)), (trials(500.0), [100.0]), ([500.0], [100.0])])
-def test_single_sample_has_no_interval_and_is_inconclusive(a, b):
-    result = compare(a, b, higher_is_better=True, n_boot=N_BOOT)
-    assert result.estimate == pytest.approx(np.mean(a) / np.mean(b))
-    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
+def test_lower_is_better_turns_the_claimed_side_around():
+    # a uses 20 % more memory: "a uses less" is contradicted, "b uses less" supported.
+    more_memory = ratio(1.15, 1.25, higher_is_better=False)
+    assert verdict(more_memory, A_BETTER, SPEED_MARGIN) == CONTRADICTED
+    assert verdict(more_memory, B_BETTER, SPEED_MARGIN) == SUPPORTED
+
+
+def test_a_difference_is_judged_against_its_margin_in_points():
+    assert verdict(difference(0.02, 0.05), A_BETTER, ACCURACY_MARGIN) == SUPPORTED
+    assert verdict(difference(-0.01, 0.01), A_BETTER, ACCURACY_MARGIN) == NO_MEANINGFUL_DIFFERENCE
+    assert verdict(difference(-0.05, -0.02), A_BETTER, ACCURACY_MARGIN) == CONTRADICTED
+
+
+def test_no_interval_is_inconclusive():
+    result = compare([500.0], processes(100.0), higher_is_better=True)
     assert not result.has_interval
+    assert verdict(result, A_BETTER, SPEED_MARGIN) == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("margin", [0, -0.05, math.nan, math.inf, True, "5%"])
+def test_a_margin_must_be_a_positive_finite_number(margin):
+    with pytest.raises(ConfigError, match="accepted is a positive finite number"):
+        verdict(ratio(1.1, 1.2), A_BETTER, margin)
+
+
+def test_unknown_direction_is_refused():
+    with pytest.raises(ConfigError, match="claimed_direction"):
+        verdict(ratio(1.1, 1.2), "sideways", SPEED_MARGIN)
+
+
+# ------------------------------------------------------------------ equivalence (claim 6)
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (-0.01, 0.01, SUPPORTED),
+    (0.001, 0.01, SUPPORTED),  # significant but tiny
+    (0.02, 0.04, CONTRADICTED),
+    (-0.04, -0.02, CONTRADICTED),
+    (-0.01, 0.02, INCONCLUSIVE),
+    (-0.03, 0.03, INCONCLUSIVE),
+])
+def test_equivalence_within_the_margin(low, high, expected):
+    assert equivalence_verdict(difference(low, high), ACCURACY_MARGIN) == expected
+    assert verdict(difference(low, high), EQUIVALENT, ACCURACY_MARGIN) == expected
+
+
+# ------------------------------------------------------------------ the interval over processes
+
+
+def test_ratio_is_of_geometric_means_with_an_interval_around_it():
+    result = compare(processes(120.0), processes(100.0), higher_is_better=True)
+    assert result.estimate == pytest.approx(1.2, rel=1e-4)
+    assert result.ci_low < result.estimate < result.ci_high
+    assert 1.15 < result.ci_low and result.ci_high < 1.25
+    assert "Welch" in result.method and (result.n_a, result.n_b) == (5, 5)
+
+
+def test_the_interval_is_welchs_t_on_the_log_values():
+    a, b = np.array([110.0, 125.0, 118.0]), np.array([100.0, 96.0, 104.0, 99.0])
+    la, lb = np.log(a), np.log(b)
+    va, vb = la.var(ddof=1) / 3, lb.var(ddof=1) / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    from scipy import stats as scipy_stats
+
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    result = compare(a, b, higher_is_better=True)
+    assert result.estimate == pytest.approx(math.exp(la.mean() - lb.mean()))
+    assert result.ci_low == pytest.approx(math.exp(la.mean() - lb.mean() - half))
+    assert result.ci_high == pytest.approx(math.exp(la.mean() - lb.mean() + half))
+
+
+def test_difference_kind_works_on_raw_values():
+    result = compare(processes(1.0) + 0.5, processes(1.0), higher_is_better=True, kind=DIFFERENCE)
+    assert result.estimate == pytest.approx(0.5)
+    assert result.ci_low > 0.45
+
+
+def test_a_contrast_of_four_groups_is_a_ratio_of_ratios():
+    result = contrast([processes(200.0), processes(100.0), processes(120.0), processes(100.0)],
+                      [1.0, -1.0, -1.0, 1.0], higher_is_better=True)
+    assert result.estimate == pytest.approx(2.0 / 1.2, rel=1e-4)
+    assert result.has_interval
+
+
+def test_a_contrast_needs_one_coefficient_per_group():
+    with pytest.raises(ConfigError, match="one coefficient per group"):
+        contrast([processes(1.0), processes(1.0)], [1.0], higher_is_better=True)
+
+
+def test_identical_processes_give_a_point_interval():
+    result = compare([100.0, 100.0], [50.0, 50.0], higher_is_better=True)
+    assert result.ci_low == pytest.approx(2.0) and result.ci_high == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("a, b", [([500.0], processes(100.0)), (processes(500.0), [100.0])])
+def test_a_single_process_has_no_interval(a, b):
+    result = compare(a, b, higher_is_better=True)
+    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
     assert "fewer than 2" in result.method
-    assert verdict(result, A_BETTER) == INCONCLUSIVE
 
 
-def test_empty_side_gives_nan_estimate_and_inconclusive():
-    result = compare([], trials(1.0), higher_is_better=True, n_boot=N_BOOT)
+def test_empty_side_gives_nan_estimate():
+    result = compare([], processes(1.0), higher_is_better=True)
     assert math.isnan(result.estimate)
     assert (result.n_a, result.n_b) == (0, 5)
-    assert verdict(result, A_BETTER) == INCONCLUSIVE
-
-
-def test_interval_ending_exactly_at_no_effect_does_not_exclude_it():
-    touching = Comparison(1.1, 1.0, 1.2, 5, 5, "constructed")
-    assert verdict(touching, A_BETTER) == INCONCLUSIVE
-
-
-def test_difference_kind_uses_zero_as_no_effect():
-    result = compare(trials(1.0) + 0.5, trials(1.0), higher_is_better=True, kind=DIFFERENCE, n_boot=N_BOOT)
-    assert result.estimate == pytest.approx(0.5)
-    assert result.ci_low > 0.0
-    assert verdict(result, A_BETTER) == SUPPORTED
-
-
-def test_median_statistic_ignores_one_outlier_trial():
-    a = [100.0, 101.0, 99.0, 100.0, 10_000.0]
-    result = compare(a, trials(100.0), higher_is_better=True, statistic=stats.MEDIAN, n_boot=N_BOOT)
-    assert result.estimate == pytest.approx(1.0)
 
 
 def test_nan_is_a_missing_measurement_not_a_sample():
-    result = compare([120.0, np.nan, 121.0], [100.0, 101.0], higher_is_better=True, n_boot=N_BOOT)
+    result = compare([120.0, np.nan, 121.0], [100.0, 101.0], higher_is_better=True)
     assert result.n_a == 2
-    assert result.estimate == pytest.approx(120.5 / 100.5)
 
 
-def test_same_seed_gives_the_same_interval_and_another_seed_a_different_one():
-    a = [98.0, 103.0, 100.0, 96.0, 104.0]
-    b = [101.0, 97.0, 102.0, 99.0, 100.0]
-    first = compare(a, b, higher_is_better=True, n_boot=N_BOOT, seed=7)
-    again = compare(a, b, higher_is_better=True, n_boot=N_BOOT, seed=7)
-    other = compare(a, b, higher_is_better=True, n_boot=N_BOOT, seed=8)
-    assert (first.ci_low, first.ci_high) == (again.ci_low, again.ci_high)
-    assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
+def test_ratio_of_non_positive_values_is_refused():
+    with pytest.raises(DataError, match="<= 0"):
+        compare([0.0, 1.0], [1.0, 2.0], higher_is_better=True)
 
 
-def test_wider_confidence_gives_a_wider_interval():
-    a, b = [98.0, 103.0, 100.0, 96.0, 104.0], [101.0, 97.0, 102.0, 99.0, 100.0]
-    narrow = compare(a, b, higher_is_better=True, confidence=0.8, n_boot=N_BOOT)
-    wide = compare(a, b, higher_is_better=True, confidence=0.99, n_boot=N_BOOT)
-    assert wide.ci_low < narrow.ci_low and narrow.ci_high < wide.ci_high
+def test_infinite_values_are_refused():
+    with pytest.raises(DataError, match="infinite"):
+        compare([1.0, math.inf], [1.0, 2.0], higher_is_better=True)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"kind": "log"}, {"confidence": 1.0}, {"confidence": 0.0}, {"n_boot": 0}, {"statistic": "mode"},
-])
-def test_invalid_arguments_raise_config_error(kwargs):
-    with pytest.raises(ConfigError):
-        compare(trials(1.0), trials(1.0), higher_is_better=True, **kwargs)
+def test_process_means_average_each_processs_windows_in_order_of_appearance():
+    values = [10.0, 12.0, 20.0, 22.0, 30.0]
+    np.testing.assert_allclose(process_means(values, [1, 1, 0, 0, 2]), [11.0, 21.0, 30.0])
 
 
-@pytest.mark.parametrize("a", [[1.0, 0.0], [1.0, -2.0]])
-def test_ratio_of_non_positive_values_raises_data_error(a):
-    with pytest.raises(DataError, match="positive"):
-        compare(a, trials(1.0), higher_is_better=True)
+def simulated_processes(rng, count: int, windows: int, log_mean: float, between: float, within: float):
+    """windows per process around a process effect: the nested structure of a bench variant."""
+    effects = rng.normal(0.0, between, size=count)
+    return [np.exp(log_mean + effect + rng.normal(0.0, within, size=windows)) for effect in effects]
 
 
-@pytest.mark.parametrize("a", [[1.0, np.inf], ["fast", "slow"]])
-def test_infinite_or_non_numeric_samples_raise_data_error(a):
-    with pytest.raises(DataError):
-        compare(a, trials(1.0), higher_is_better=True, kind=DIFFERENCE)
+def test_the_process_interval_covers_a_known_between_process_variance():
+    """With 3 processes of 5 windows a side and a between-process spread larger than the within-process one,
+    the nominal 95 % interval covers the true ratio in at least 90 % of 400 simulations; an interval that
+    treats every window as a trial does not."""
+    rng = np.random.default_rng(20261202)
+    true_ratio, simulations = 1.2, 400
+    covered_by_process = covered_by_window = 0
+    for _ in range(simulations):
+        a = simulated_processes(rng, 3, 5, math.log(1200.0), between=0.1, within=0.03)
+        b = simulated_processes(rng, 3, 5, math.log(1000.0), between=0.1, within=0.03)
+        by_process = compare([w.mean() for w in a], [w.mean() for w in b], higher_is_better=True)
+        by_window = compare(np.concatenate(a), np.concatenate(b), higher_is_better=True)
+        covered_by_process += by_process.ci_low <= true_ratio <= by_process.ci_high
+        covered_by_window += by_window.ci_low <= true_ratio <= by_window.ci_high
+    assert covered_by_process / simulations >= 0.90
+    assert covered_by_window / simulations < 0.80
 
 
-def test_unknown_direction_raises_config_error():
-    with pytest.raises(ConfigError, match="claimed_direction"):
-        verdict(Comparison(1.0, 0.9, 1.1, 3, 3, "constructed"), "faster")
+# ------------------------------------------------------------------ summaries
 
 
-# Equivalence (claim 6): the interval of a difference against a margin.
-
-@pytest.mark.parametrize("low, high, expected", [
-    (-0.005, 0.004, SUPPORTED),       # inside the margin, contains 0
-    (0.002, 0.010, SUPPORTED),        # significant but tiny: still equivalent
-    (0.020, 0.040, CONTRADICTED),     # wholly above +margin
-    (-0.050, -0.016, CONTRADICTED),   # wholly below -margin
-    (0.005, 0.030, INCONCLUSIVE),     # excludes 0, straddles +margin: size undecided
-    (-0.030, 0.030, INCONCLUSIVE),    # contains 0 but wider than the margin: too few seeds
-    (-0.015, 0.010, INCONCLUSIVE),    # touching the margin is not inside it
-])
-def test_equivalence_cases(low, high, expected):
-    assert equivalence_verdict(difference(low, high), MARGIN) == expected
-    assert verdict(difference(low, high), EQUIVALENT, margin=MARGIN) == expected
+def test_mean_ci_is_students_t():
+    result = mean_ci([1.0, 2.0, 3.0])
+    assert result.mean == pytest.approx(2.0)
+    assert result.half_width == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(mean_ci([1.0]).half_width)
 
 
-def test_equivalence_on_data_matching_and_diverging_accuracies():
-    torch_acc = [0.951, 0.953, 0.949, 0.952, 0.950]
-    same = compare([0.950, 0.952, 0.951, 0.953, 0.949], torch_acc, True, kind=DIFFERENCE, n_boot=N_BOOT)
-    apart = compare([0.900, 0.902, 0.901, 0.903, 0.899], torch_acc, True, kind=DIFFERENCE, n_boot=N_BOOT)
-    assert verdict(same, EQUIVALENT, margin=MARGIN) == SUPPORTED
-    assert verdict(apart, EQUIVALENT, margin=MARGIN) == CONTRADICTED
-
-
-def test_equivalence_with_a_single_seed_is_inconclusive():
-    single = compare([0.95], [0.95], True, kind=DIFFERENCE, n_boot=N_BOOT)
-    assert verdict(single, EQUIVALENT, margin=MARGIN) == INCONCLUSIVE
-
-
-def test_equivalence_margin_is_a_parameter():
-    interval = difference(0.005, 0.020)
-    assert equivalence_verdict(interval, 0.015) == INCONCLUSIVE
-    assert equivalence_verdict(interval, 0.030) == SUPPORTED
-
-
-@pytest.mark.parametrize("margin", [None, 0.0, -0.01, math.inf])
-def test_equivalence_needs_a_positive_margin(margin):
-    with pytest.raises(ConfigError, match="margin"):
-        verdict(difference(-0.001, 0.001), EQUIVALENT, margin=margin)
-
-
-def test_equivalence_of_a_ratio_is_refused():
-    with pytest.raises(ConfigError, match="difference"):
-        equivalence_verdict(Comparison(1.0, 0.99, 1.01, 3, 3, "constructed"), MARGIN)
-
-
-# Interaction: does a's advantage grow from condition 2 to condition 1?
-
-def test_interaction_detects_a_growing_advantage():
-    # a/b is 1.5 in condition 1 and 1.0 in condition 2.
-    result = compare_interaction(trials(150.0), trials(100.0), trials(10.0), trials(10.0),
-                                 higher_is_better=True, n_boot=N_BOOT)
-    assert result.estimate == pytest.approx(1.5)
-    assert verdict(result, A_BETTER) == SUPPORTED
-
-
-def test_interaction_with_a_constant_advantage_is_inconclusive():
-    a_1 = [118.0, 123.0, 120.0, 116.0, 124.0]
-    a_2 = [11.9, 12.2, 12.0, 11.7, 12.3]
-    result = compare_interaction(a_1, trials(100.0), a_2, trials(10.0), higher_is_better=True, n_boot=N_BOOT)
-    assert result.ci_low < 1.0 < result.ci_high
-    assert verdict(result, A_BETTER) == INCONCLUSIVE
-
-
-def test_interaction_with_a_single_sample_group_is_inconclusive():
-    result = compare_interaction([150.0], trials(100.0), trials(10.0), trials(10.0),
-                                 higher_is_better=True, n_boot=N_BOOT)
-    assert math.isnan(result.ci_low)
-    assert (result.n_a, result.n_b) == (1, 5)
-    assert verdict(result, A_BETTER) == INCONCLUSIVE
-
-
-# Summaries.
-
-def test_mean_ci_matches_the_t_interval():
-    summary = mean_ci([1.0, 2.0, 3.0], confidence=0.95)
-    # sd 1, n 3, t(0.975, df=2) = 4.302653
-    assert summary.mean == pytest.approx(2.0)
-    assert summary.half_width == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
-    assert summary.low == pytest.approx(2.0 - summary.half_width)
-
-
-def test_mean_ci_of_one_value_has_nan_half_width():
-    summary = mean_ci([0.97])
-    assert summary.mean == pytest.approx(0.97)
-    assert math.isnan(summary.half_width)
-    assert summary.n == 1
-    assert math.isnan(mean_ci([]).mean)
-
-
-def test_median_iqr():
-    summary = median_iqr([5.0, 1.0, 3.0, 2.0, 4.0, np.nan])
-    assert (summary.median, summary.q1, summary.q3, summary.n) == (3.0, 2.0, 4.0, 5)
-    assert summary.iqr == 2.0
-    assert math.isnan(median_iqr([]).median)
+def test_median_iqr_of_a_known_sample():
+    result = median_iqr([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (result.median, result.q1, result.q3, result.iqr) == (3.0, 2.0, 4.0, 2.0)
