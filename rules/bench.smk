@@ -1,7 +1,8 @@
-# Speed and memory runs: one job per framework x model x execution mode
-# (src/fwbench/bench). Timed jobs run alone (see the bench section of
-# rules/common.smk); each logs its start and end time, and bench_table refuses
-# rows whose jobs overlapped. A bench job does not import MLflow: bench_table
+# Speed and memory runs: one job per framework x model x execution mode x
+# replicate (src/fwbench/bench), in the schedule's interleaved order (each job
+# waits for the previous one's rows). Timed jobs run alone (see the bench
+# section of rules/common.smk); each logs its start and end time, and
+# bench_table refuses rows whose jobs overlapped. A bench job does not import MLflow: bench_table
 # logs every job's run, in one process (each job's MLflow import and writes
 # took 3-5 s, and the timed jobs run one after another). Include this file
 # after every other rule file.
@@ -15,6 +16,7 @@ rule bench:
     input:
         PROCESSED_MANIFEST,
         parent=TRACKING_PARENT,
+        previous=previous_bench_rows,
     output:
         rows=BENCH_ROWS,
         record=BENCH_RECORD,
@@ -35,11 +37,12 @@ rule bench:
     shell:
         tracking_env("bench") + "python {params.script} {params.overrides}"
         " framework={wildcards.framework} model={wildcards.model}"
-        " bench.mode={wildcards.mode} threads={threads} > {log} 2>&1"
+        " bench.mode={wildcards.mode} bench.replicate={wildcards.replicate} threads={threads} > {log} 2>&1"
 
 
-# The tidy table the report reads (one row per framework x model x mode x trial)
-# and its median/IQR summary; logs each bench job's MLflow run from its record.
+# The tidy table the report reads (one row per framework x model x mode x
+# replicate x window), its per-variant summary and the schedule as it ran; logs
+# each bench process's MLflow run from its record.
 rule bench_table:
     input:
         rows=all_bench_rows,
@@ -48,6 +51,7 @@ rule bench_table:
     output:
         results=BENCH_RESULTS,
         summary=BENCH_SUMMARY,
+        schedule=BENCH_SCHEDULE_FILE,
     log:
         f"logs/{EXPERIMENT}/{DATASET}/bench/bench_table.log",
     params:

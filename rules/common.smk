@@ -81,7 +81,10 @@ def all_metrics(wildcards):
 
 
 # ---- Speed and memory runs (rules/bench.smk) -----------------------------------
-# One bench job per framework x model x mode (config/bench). Timed jobs run alone:
+# One bench job per framework x model x mode x replicate (config/bench), each a
+# process of its own, in the interleaved order of fwbench.bench.bench_schedule:
+# every job takes the previous job's rows as an input, so the DAG runs them in
+# exactly that order. Timed jobs also run alone:
 # every job holds one share of the machine (MACHINE_SHARE); a timed job asks for
 # more shares than any cap, Snakemake lowers that to the cap set in
 # profiles/default/config.yaml (`resources:`), so a timed job holds them all and
@@ -90,11 +93,13 @@ from snakemake.logging import logger  # noqa: E402
 
 from fwbench.bench import (  # noqa: E402
     MODES,
-    bench_grid,
+    bench_schedule,
     check_bench_config,
     job_record_path,
     job_rows_path,
     results_path as bench_results_path,
+    schedule_path as bench_schedule_path,
+    scheduled_job,
     summary_path as bench_summary_path,
 )
 
@@ -103,12 +108,13 @@ try:
 except FwbenchError as error:
     raise WorkflowError(f"fwbench: invalid config: {error}") from None
 
-BENCH_GRID = bench_grid(CFG)
-BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}"))
-BENCH_RECORD = str(job_record_path(CFG, "{framework}", "{model}", "{mode}"))
-BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}"
+BENCH_SCHEDULE = bench_schedule(CFG)
+BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}", "{replicate}"))
+BENCH_RECORD = str(job_record_path(CFG, "{framework}", "{model}", "{mode}", "{replicate}"))
+BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}/r{{replicate}}"
 BENCH_RESULTS = str(bench_results_path(CFG))
 BENCH_SUMMARY = str(bench_summary_path(CFG))
+BENCH_SCHEDULE_FILE = str(bench_schedule_path(CFG))
 
 MACHINE_SHARE = "machine_share"
 UNTIMED_JOB_SHARES = 1
@@ -119,16 +125,29 @@ TIMED_RULES = ("bench",)
 
 wildcard_constraints:
     mode="|".join(sorted({mode for modes in MODES.values() for mode in modes})),
+    replicate=r"\d+",
 
 
 def all_bench_rows(wildcards):
-    """One rows file per (framework, model, mode) of the bench grid."""
-    return [str(job_rows_path(CFG, *job)) for job in BENCH_GRID]
+    """One rows file per process of the bench schedule."""
+    return [str(job_rows_path(CFG, *job.variant, job.replicate)) for job in BENCH_SCHEDULE]
 
 
 def all_bench_records(wildcards):
-    """One job record (config and tags, for the job's MLflow run) per job of the bench grid."""
-    return [str(job_record_path(CFG, *job)) for job in BENCH_GRID]
+    """One job record (config and tags, for the process's MLflow run) per process of the bench schedule."""
+    return [str(job_record_path(CFG, *job.variant, job.replicate)) for job in BENCH_SCHEDULE]
+
+
+def previous_bench_rows(wildcards):
+    """The rows of the process before this one in the schedule (none for the first): the order as a DAG edge."""
+    try:
+        job = scheduled_job(CFG, wildcards.framework, wildcards.model, wildcards.mode, int(wildcards.replicate))
+    except FwbenchError as error:
+        raise WorkflowError(f"fwbench: {error}") from None
+    if job.position == 0:
+        return []
+    previous = BENCH_SCHEDULE[job.position - 1]
+    return [str(job_rows_path(CFG, *previous.variant, previous.replicate))]
 
 
 def hold_machine_shares(rules):

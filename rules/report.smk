@@ -8,6 +8,7 @@ rule report:
         html=REPORT_HTML,
         markdown=REPORT_MD,
         results=f"{REPORT_DIR}/results.csv",
+        claims=f"{REPORT_DIR}/claims.csv",
         accuracy=report(f"{REPORT_DIR}/figures/accuracy.png", caption="../docs/captions/accuracy.rst", category="Accuracy"),
         curves=report(f"{REPORT_DIR}/figures/learning_curves.png", caption="../docs/captions/learning_curves.rst", category="Accuracy"),
         throughput=report(f"{REPORT_DIR}/figures/throughput.png", caption="../docs/captions/throughput.rst", category="Speed"),

@@ -67,13 +67,14 @@ def report_folder(reports_dir: Path, device: str) -> Path:
     return Path(reports_dir) / f"gpu-{device_slug(device)}"
 
 
-def bench_table_paths(overrides: list[str]) -> tuple[Path, Path]:
-    """Where the bench table and its summary land for these overrides (relative to the work directory)."""
-    from fwbench.bench import results_path, summary_path
+def bench_table_paths(overrides: list[str]) -> tuple[Path, Path, Path]:
+    """Where the bench table, its summary and its schedule land for these overrides (relative to the work
+    directory)."""
+    from fwbench.bench import results_path, schedule_path, summary_path
     from fwbench.config import compose_config
 
     cfg = compose_config(ROOT / "config", overrides)
-    return results_path(cfg), summary_path(cfg)
+    return results_path(cfg), summary_path(cfg), schedule_path(cfg)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
     work_dir = args.work_root / folder.name
     # The project's processed data unless the overrides say otherwise (later overrides win).
     overrides = [f"paths.data={ROOT / 'data'}", *args.overrides]
-    results, summary = bench_table_paths(overrides)
+    results, summary, schedule = bench_table_paths(overrides)
     command = [
         str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
         # Snakemake takes only identifiers as --config keys: Hydra's dotted overrides travel in one.
@@ -113,6 +114,7 @@ def main(argv: list[str]) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(work_dir / results, folder / results.name)
     shutil.copy2(work_dir / summary, folder / summary.name)
+    shutil.copy2(work_dir / schedule, folder / schedule.name)
     shutil.copytree(work_dir / "logs", folder / "logs", dirs_exist_ok=True)
     (folder / "device.json").write_text(json.dumps({
         "device": device,

@@ -20,7 +20,20 @@ import torch._dynamo  # noqa: F401
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_script, run_snakemake
-from fwbench.bench import MODES, RESULT_COLUMNS, bench_grid, check_bench_config, check_mode, window_steps
+from collections import Counter
+
+from fwbench.bench import (
+    MODES,
+    RESULT_COLUMNS,
+    bench_grid,
+    bench_schedule,
+    check_bench_config,
+    check_mode,
+    control_variants,
+    job_rows_path,
+    scheduled_job,
+    window_steps,
+)
 from fwbench.bench.table import check_no_overlap, check_columns, summarize
 from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, throughput_cv, time_calls
 from fwbench.config import compose_config
@@ -30,8 +43,9 @@ from fwbench.errors import ConfigError, DataError
 TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=50"]
 # Columns the report reads (src/fwbench/reporting); renaming one must fail here first.
 REPORT_COLUMNS = (
-    "framework", "model", "mode", "trial", "trials", "steady_cv", "windows_timed", "device", "optimizer",
-    "train_samples_per_s",
+    "framework", "model", "mode", "replicate", "window", "windows", "schedule_position", "schedule_block",
+    "device", "optimizer", "train_samples_per_s", "peak_anon_train_mb", "rss_anon_baseline_mb",
+    "rss_file_after_train_mb", "background_cpu_share",
     "first_step_s", "infer_latency_p50_ms", "infer_latency_p95_ms", "infer_latency_p99_ms",
     "infer_samples_per_s", "peak_rss_train_mb", "peak_device_train_mb", "parameter_count",
     "flops_per_sample", "mlflow_run_id",
@@ -70,8 +84,8 @@ def warm_then_steady(first_step: float, warmup_step: float, steady_step: float, 
 
 @pytest.mark.parametrize("framework", ["tf", "torch"])
 def test_windows_exclude_warmup_and_first_step(framework):
-    warmup, window, trials, steady = 3, 4, 5, 0.25
-    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework])
+    warmup, window, windows, steady = 3, 4, 5, 0.25
+    plan = TrainingPlan(warmup, window, windows, POLL_LAG[framework])
     loop = FakeLoop(POLL_LAG[framework], warm_then_steady(100.0, 10.0, steady, warmup))
 
     def bookkeeping(poll):  # memory reads at boundaries cost time, but outside every window
@@ -79,61 +93,59 @@ def test_windows_exclude_warmup_and_first_step(framework):
 
     clock = StepClock(plan, clock=loop.clock, on_boundary=bookkeeping)
     loop.train_epoch(plan.steps, clock)
-    assert loop.steps_run == warmup + trials * window  # stopped at the last window's end
-    assert clock.window_seconds() == pytest.approx([window * steady] * trials)
-    assert clock.trial_seconds() == clock.window_seconds()
+    assert loop.steps_run == warmup + windows * window  # stopped at the last window's end
+    assert clock.window_seconds() == pytest.approx([window * steady] * windows)
     assert clock.first_step_seconds(called_at=0.0) == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("framework", ["tf", "torch"])
-def test_steady_state_windows_run_until_the_last_trials_agree(framework):
-    """Windows 0-3 drift (each 20 % faster than the one before); from window 4 on steps
-    take 0.25 s +- 1 %: the job stops after the first `trials` windows that agree."""
-    warmup, window, trials = 2, 4, 3
-    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework], steady_cv=0.05, max_windows=12)
-
-    def step_seconds(step):
-        if step < warmup:
-            return 5.0
-        index = (step - warmup) // window
-        return 0.25 * 1.2 ** (4 - index) if index < 4 else 0.25 * (1.01 if index % 2 else 0.99)
-
-    loop = FakeLoop(POLL_LAG[framework], step_seconds)
+def test_every_window_is_kept_however_much_they_disagree(framework):
+    """Windows that drift by 20 % each are all reported: none is dropped for disagreeing."""
+    warmup, window, windows = 2, 4, 5
+    plan = TrainingPlan(warmup, window, windows, POLL_LAG[framework])
+    loop = FakeLoop(POLL_LAG[framework], lambda step: 5.0 if step < warmup else 0.25 * 1.2 ** ((step - warmup) // window))
     clock = StepClock(plan, clock=loop.clock)
     loop.train_epoch(plan.steps, clock)
-    windows = clock.window_seconds()
-    assert len(windows) == 4 + trials
-    assert loop.steps_run == warmup + len(windows) * window
-    assert clock.trial_seconds() == pytest.approx([window * 0.25 * f for f in (0.99, 1.01, 0.99)])
-    assert throughput_cv(clock.trial_seconds()) <= 0.05 < throughput_cv(windows[-trials - 1:-1])
+    assert clock.window_seconds() == pytest.approx([window * 0.25 * 1.2 ** k for k in range(windows)])
 
 
 @pytest.mark.parametrize("framework", ["tf", "torch"])
-def test_steady_state_stops_at_max_windows_when_the_speed_never_settles(framework):
-    warmup, window, trials, max_windows = 2, 3, 3, 6
-    plan = TrainingPlan(warmup, window, trials, POLL_LAG[framework], steady_cv=0.05, max_windows=max_windows)
-    # Alternating windows of 0.2 s and 0.3 s steps: every 3 windows have a CV near 23 %.
-    loop = FakeLoop(POLL_LAG[framework], lambda step: 0.2 if ((step - warmup) // window) % 2 else 0.3)
-    clock = StepClock(plan, clock=loop.clock)
+def test_memory_phase_follows_the_last_window_and_is_never_timed(framework):
+    """The sampler starts at the poll that closes the last window and stops memory_steps steps later."""
+    warmup, window, windows, memory_steps = 2, 3, 2, 4
+    plan = TrainingPlan(warmup, window, windows, POLL_LAG[framework], memory_steps=memory_steps)
+    loop = FakeLoop(POLL_LAG[framework], lambda step: 1.0)
+    phases = []
+
+    def on_boundary(poll):
+        if poll == plan.memory_polls[0]:
+            phases.append(("memory starts", loop.steps_run))
+        if poll == plan.memory_polls[1]:
+            phases.append(("memory ends", loop.steps_run))
+        loop.now += 100.0  # a sampler starting or stopping costs time, outside every window
+
+    clock = StepClock(plan, clock=loop.clock, on_boundary=on_boundary)
     loop.train_epoch(plan.steps, clock)
-    assert len(clock.window_seconds()) == max_windows
-    assert loop.steps_run == warmup + max_windows * window
-    assert clock.trial_seconds() == pytest.approx([0.6, 0.9, 0.6])
+    last_window_end = warmup + windows * window
+    assert phases == [("memory starts", last_window_end), ("memory ends", last_window_end + memory_steps)]
+    assert loop.steps_run == last_window_end + memory_steps
+    assert clock.window_seconds() == pytest.approx([window * 1.0] * windows)
 
 
 def test_plan_counts_steps_and_windows():
-    plan = TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=1)
+    plan = TrainingPlan(warmup_steps=3, window_steps=10, windows=5, poll_lag=1)
     assert plan.steps == 3 + 5 * 10 + 1
     assert plan.window_polls(0) == (3, 13)
     assert plan.window_polls(4) == (43, 53)
     assert [plan.window_closed_by(poll) for poll in (3, 12, 13, 23, 53, 63)] == [None, None, 0, 1, 4, None]
-    steady = TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=1, steady_cv=0.05, max_windows=8)
-    assert steady.steps == 3 + 8 * 10 + 1
-    assert steady.window_closed_by(83) == 7
+    assert plan.memory_polls is None and plan.final_poll == 53
+    with_memory = TrainingPlan(warmup_steps=3, window_steps=10, windows=5, poll_lag=1, memory_steps=7)
+    assert with_memory.steps == 3 + 5 * 10 + 7 + 1
+    assert with_memory.memory_polls == (53, 60) and with_memory.final_poll == 60
     with pytest.raises(ValueError):
-        TrainingPlan(warmup_steps=0, window_steps=10, trials=5, poll_lag=0)
+        TrainingPlan(warmup_steps=0, window_steps=10, windows=5, poll_lag=0)
     with pytest.raises(ValueError):
-        TrainingPlan(warmup_steps=3, window_steps=10, trials=5, poll_lag=0, steady_cv=0.05, max_windows=4)
+        TrainingPlan(warmup_steps=3, window_steps=10, windows=0, poll_lag=0)
 
 
 def test_throughput_cv_is_the_summarys_cv():
@@ -439,11 +451,12 @@ def test_bench_script_refuses_unknown_mode_with_one_line():
 @pytest.mark.parametrize("override, fragment", [
     ("bench.precision=fp16", "bench.precision='fp16'"),
     ("bench.modes.tf=[graph,compile]", "'compile' does not exist for framework=tf"),
-    ("bench.trials=0", "bench.trials=0"),
-    ("bench.steady_cv=1.5", "bench.steady_cv=1.5 is invalid: accepted are null and a share in (0, 1)"),
-    ("bench.steady_cv=fast", "bench.steady_cv='fast'"),
-    ("bench.max_windows=3", "bench.max_windows=3 is invalid: accepted is an integer >= bench.trials (5)"),
-    ("bench.trials=1", "bench.trials=1 with bench.steady_cv set"),
+    ("bench.windows=0", "bench.windows=0 is invalid: accepted is an integer > 0"),
+    ("bench.replicates=0", "bench.replicates=0 is invalid: accepted is an integer > 0"),
+    ("bench.replicates=two", "bench.replicates='two'"),
+    ("bench.replicate=-1", "bench.replicate=-1 is invalid: accepted is an integer >= 0"),
+    ("bench.schedule_seed=1.5", "bench.schedule_seed=1.5 is invalid"),
+    ("bench.control_model=resnet", "bench.control_model='resnet' is invalid: accepted are"),
     ("+bench.model_window_steps.convnet.torch.xla=20", "'xla' does not exist for framework=torch"),
     ("bench.model_window_steps.convnet.tf.graph=0", "bench.model_window_steps.convnet.tf.graph=0"),
     ("+bench.model_window_steps.convnet.jax={eager: 5}", "bench.model_window_steps.convnet.jax="),
@@ -472,6 +485,68 @@ def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
     grid = bench_grid(cfg)
     assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in cfg.experiment.frameworks)
     assert ("torch", "convnet", "compile") in grid and ("torch", "convnet", "xla") not in grid
+
+
+# ---------------------------------------------------------------- the schedule of processes
+
+
+def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
+    cfg = compose_config(CONFIG_DIR, ["experiment=default"])
+    grid, schedule = bench_grid(cfg), bench_schedule(cfg)
+    controls = set(control_variants(cfg))
+    assert controls == {("tf", "convnet", "graph"), ("torch", "convnet", "eager")}
+    replicates = cfg.bench.replicates
+    # Every variant R processes; each control an even number (its two A/A arms equal).
+    counts = Counter(job.variant for job in schedule)
+    assert {v: counts[v] for v in grid if v not in controls} == {v: replicates for v in grid if v not in controls}
+    assert {counts[v] for v in controls} == {replicates + replicates % 2}
+    assert [job.position for job in schedule] == list(range(len(schedule)))
+    for block in range(replicates):
+        members = [job for job in schedule if job.block == block]
+        assert sorted(job.variant for job in members) == sorted(grid)  # balanced: each variant once
+        assert {job.replicate for job in members} == {block}
+    orders = [[job.variant for job in schedule if job.block == block] for block in range(replicates)]
+    assert orders[0] != grid and len({tuple(order) for order in orders}) == replicates  # shuffled, per block
+    # Both frameworks spread through every block, not one after the other.
+    first_half = [job.framework for job in schedule if job.block == 0][: len(grid) // 2]
+    assert set(first_half) == {"tf", "torch"}
+
+
+def test_schedule_is_seeded():
+    same = [bench_schedule(compose_config(CONFIG_DIR, ["experiment=default"])) for _ in range(2)]
+    other = bench_schedule(compose_config(CONFIG_DIR, ["experiment=default", "bench.schedule_seed=1"]))
+    assert same[0] == same[1]
+    assert [job.variant for job in other] != [job.variant for job in same[0]]
+
+
+def test_a_replicate_outside_the_schedule_is_one_line():
+    cfg = compose_config(CONFIG_DIR, ["experiment=default"])
+    with pytest.raises(ConfigError, match=re.escape("bench.replicate=3 of tf/mlp/eager is not in the bench "
+                                                    "schedule: accepted are 0 to 2")):
+        scheduled_job(cfg, "tf", "mlp", "eager", 3)
+    assert scheduled_job(cfg, "tf", "convnet", "graph", 3).replicate == 3  # a control's fourth process
+
+
+def test_snakemake_runs_the_bench_jobs_in_the_schedules_order(tmp_path):
+    """Dry run: each bench job takes the previous job's rows as input, so the DAG's order is the schedule's."""
+    overrides = " ".join(redirected_paths(tmp_path))
+    result = run_snakemake("-n", "--config", "experiment=smoke", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    previous_of = {}
+    for job in result.stdout.split("\nrule ")[1:]:
+        if not job.startswith("bench:"):
+            continue
+        fields = {line.strip().split(":", 1)[0]: line.split(":", 1)[1] for line in job.splitlines()[1:]
+                  if line.strip().startswith(("input:", "output:"))}
+        rows = next(path.strip() for path in fields["output"].split(",") if path.strip().endswith(".csv"))
+        earlier = [path.strip() for path in fields["input"].split(",") if path.strip().endswith(".csv")]
+        previous_of[rows] = earlier
+    cfg = compose_config(CONFIG_DIR, ["experiment=smoke", *redirected_paths(tmp_path)])
+    in_order = [str(job_rows_path(cfg, *job.variant, job.replicate)) for job in bench_schedule(cfg)]
+    assert len(previous_of) == len(in_order) == 7  # 5 variants once, the 2 controls twice
+    assert previous_of[in_order[0]] == []
+    for earlier, later in zip(in_order, in_order[1:]):
+        assert previous_of[later] == [earlier]
 
 
 # ---------------------------------------------------------------- a real job: threads, schema
@@ -523,33 +598,38 @@ def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
 
     before = torch.get_num_threads()
     threads = 1 if before != 1 else 2  # differs from the process's count, so the test can fail
-    cfg = compose_config(CONFIG_DIR, ["experiment=smoke", "framework=torch", "model=lenet",
+    # mlp is the smoke bench's control model: its torch eager variant has a second replicate.
+    cfg = compose_config(CONFIG_DIR, ["experiment=smoke", "framework=torch", "model=mlp", "bench.replicate=1",
                                       f"threads={threads}", *TINY_BENCH, *redirected_paths(smoke_data)])
     try:
         rows = bench_variant(cfg)
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    columns, written = read_csv_rows(smoke_data / "results/smoke/digits/bench/torch/lenet/eager.csv")
+    columns, written = read_csv_rows(smoke_data / "results/smoke/digits/bench/torch/mlp/eager/r1.csv")
     assert tuple(columns) == RESULT_COLUMNS
     assert set(REPORT_COLUMNS) <= set(columns)
-    assert len(written) == len(rows) == 2
+    assert len(written) == len(rows) == cfg.bench.windows
+    assert [int(row["window"]) for row in written] == list(range(cfg.bench.windows))
     for row in written:
         assert int(row["intra_op_threads"]) == threads
-        assert row["mode"] == "eager" and row["device"] == "cpu"
+        assert (row["mode"], row["device"], row["replicate"]) == ("eager", "cpu", "1")
+        assert int(row["schedule_position"]) == scheduled_job(cfg, "torch", "mlp", "eager", 1).position
         assert float(row["train_samples_per_s"]) > 0
         assert float(row["first_step_s"]) > 0
         assert float(row["infer_latency_p50_ms"]) <= float(row["infer_latency_p99_ms"])
-        # torch's shared libraries alone are over 100 MB resident; they are part of the peak.
+        # torch's shared libraries alone are over 100 MB resident; they are in the total, not the anonymous peak.
         assert 100 < float(row["rss_file_after_train_mb"]) < float(row["peak_rss_train_mb"])
+        assert 0 < float(row["peak_anon_train_mb"]) < float(row["peak_rss_train_mb"]) - 100
+        assert int(row["memory_phase_samples"]) >= 2
 
 
 @pytest.mark.slow
 def test_tf_bench_job_applies_threads(smoke_data):
-    result = run_script("bench", "experiment=smoke", "framework=tf", "model=linear", "bench.mode=xla",
+    result = run_script("bench", "experiment=smoke", "framework=tf", "model=mlp", "bench.mode=xla",
                         "threads=1", *TINY_BENCH, *redirected_paths(smoke_data))
     assert result.returncode == 0, result.stderr[-3000:]
-    columns, rows = read_csv_rows(smoke_data / "results/smoke/digits/bench/tf/linear/xla.csv")
+    columns, rows = read_csv_rows(smoke_data / "results/smoke/digits/bench/tf/mlp/xla/r0.csv")
     assert tuple(columns) == RESULT_COLUMNS
     assert {(row["intra_op_threads"], row["inter_op_threads"]) for row in rows} == {("1", "1")}
 
@@ -557,11 +637,11 @@ def test_tf_bench_job_applies_threads(smoke_data):
 # ---------------------------------------------------------------- the table
 
 
-def fake_rows(framework, model, mode, start, end, host="vm", throughputs=(100.0, 110.0, 120.0)):
+def fake_rows(framework, model, mode, start, end, host="vm", throughputs=(100.0, 110.0, 120.0), replicate=0):
     rows = []
-    for trial, value in enumerate(throughputs):
+    for window, value in enumerate(throughputs):
         row = {column: 0 for column in RESULT_COLUMNS}
-        row.update(framework=framework, model=model, mode=mode, trial=trial, hostname=host,
+        row.update(framework=framework, model=model, mode=mode, replicate=replicate, window=window, hostname=host,
                    job_start_unix=start, job_end_unix=end, train_samples_per_s=value)
         rows.append(row)
     return rows
@@ -587,33 +667,43 @@ def test_overlapping_jobs_on_one_machine_are_refused():
 
 
 def write_fake_jobs(cfg) -> None:
-    """Rows and a record for every job of cfg's bench grid, one second apart."""
-    from fwbench.bench import job_record_path, job_rows_path
+    """Rows and a record for every process of cfg's bench schedule, one second apart."""
+    from fwbench.bench import job_record_path
     from fwbench.bench.run import write_job_record
     from fwbench.bench.table import write_rows
 
-    for start, (framework, model, mode) in enumerate(bench_grid(cfg)):
-        write_rows(job_rows_path(cfg, framework, model, mode), fake_rows(framework, model, mode, start, start + 0.5))
+    for job in bench_schedule(cfg):
+        start = job.position
+        rows = fake_rows(*job.variant, start, start + 0.5, replicate=job.replicate)
+        for row in rows:
+            row.update(schedule_position=job.position, schedule_block=job.block)
+        write_rows(job_rows_path(cfg, *job.variant, job.replicate), rows)
         job_cfg = cfg.copy()
-        job_cfg.framework.name, job_cfg.model.name, job_cfg.bench.mode = framework, model, mode
-        write_job_record(job_cfg, job_record_path(cfg, framework, model, mode))
+        job_cfg.framework.name, job_cfg.model.name, job_cfg.bench.mode = job.variant
+        job_cfg.bench.replicate = job.replicate
+        write_job_record(job_cfg, job_record_path(cfg, *job.variant, job.replicate))
 
 
 def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
-    from fwbench.bench import results_path, summary_path
+    from fwbench.bench import results_path, schedule_path, summary_path
     from fwbench.bench.run import aggregate_results
 
-    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
-                                      "tracking.enabled=false", *redirected_paths(tmp_path)])
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=2",
+                                      "bench.control_model=mlp", "tracking.enabled=false", *redirected_paths(tmp_path)])
     write_fake_jobs(cfg)
     aggregate_results(cfg)
     columns, rows = read_csv_rows(results_path(cfg))
     assert tuple(columns) == RESULT_COLUMNS
-    assert {row["mode"] for row in rows} == set(MODES["torch"])
+    assert {(row["mode"], row["replicate"]) for row in rows} == {(m, r) for m in MODES["torch"] for r in "01"}
     assert {row["mlflow_run_id"] for row in rows} == {""}
     summary_columns, summary = read_csv_rows(summary_path(cfg))
     assert len(summary) == len(MODES["torch"])
-    assert {"train_samples_per_s_median", "train_samples_per_s_iqr", "train_samples_per_s_cv"} <= set(summary_columns)
+    assert {"processes", "train_samples_per_s_mean", "train_samples_per_s_cv_between",
+            "train_samples_per_s_cv_within"} <= set(summary_columns)
+    _, schedule = read_csv_rows(schedule_path(cfg))
+    assert [int(row["schedule_position"]) for row in schedule] == list(range(4))
+    assert [(row["mode"], row["replicate"]) for row in schedule] == [
+        (job.mode, str(job.replicate)) for job in bench_schedule(cfg)]
 
 
 def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypatch):
@@ -628,8 +718,8 @@ def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypa
     monkeypatch.setenv(tracking.ENV_RULE, "bench")
     monkeypatch.setenv(tracking.ENV_LOG, str(tmp_path / "bench.log"))
     (tmp_path / "bench.log").write_text("the job's log\n")
-    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]",
-                                      *redirected_paths(tmp_path)])
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=1",
+                                      "bench.control_model=mlp", *redirected_paths(tmp_path)])
     parent = tracking.start_pipeline_run(cfg)
     write_fake_jobs(cfg)  # the records take the rule and the log from the environment, as a job's do
     monkeypatch.delenv(tracking.ENV_RULE)
@@ -637,33 +727,95 @@ def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypa
 
     aggregate_results(cfg)
     _, rows = read_csv_rows(results_path(cfg))
-    run_ids = {row["mode"]: row["mlflow_run_id"] for row in rows}
-    assert len(set(run_ids.values())) == len(MODES["torch"])
+    run_ids = {(row["mode"], row["replicate"]): row["mlflow_run_id"] for row in rows}
+    # torch eager on mlp is the control: two processes; compile one.
+    assert sorted(run_ids) == [("compile", "0"), ("eager", "0"), ("eager", "1")]
+    assert len(set(run_ids.values())) == 3
     client = MlflowClient(parent["tracking_uri"])
-    for mode, run_id in run_ids.items():
+    for (mode, replicate), run_id in run_ids.items():
         run = client.get_run(run_id)
         tags = run.data.tags
         assert (tags["job"], tags["model"], tags["mode"], tags["snakemake_rule"]) == ("bench", "mlp", mode, "bench")
+        assert tags["replicate"] == replicate
         assert tags["mlflow.parentRunId"] == parent["parent_run_id"]
         assert run.data.params["bench.mode"] == mode
         assert sorted(m.value for m in client.get_metric_history(run_id, "train_samples_per_s")) == [100, 110, 120]
-        assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "logs", f"{mode}.csv"}
+        assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "logs", f"r{replicate}.csv"}
 
     aggregate_results(cfg)
     _, again = read_csv_rows(results_path(cfg))
-    assert {row["mode"]: row["mlflow_run_id"] for row in again} == run_ids
+    assert {(row["mode"], row["replicate"]): row["mlflow_run_id"] for row in again} == run_ids
     children = client.search_runs([parent["experiment_id"]], "tags.job = 'bench'")
-    assert len(children) == len(MODES["torch"])
+    assert len(children) == 3
 
 
-def test_summary_is_median_and_iqr_over_trials():
+def test_summary_shows_the_between_and_the_within_process_spread():
     import pandas as pd
 
-    table = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 1, throughputs=(100.0, 110.0, 120.0, 130.0, 1000.0)))
+    table = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 1, throughputs=(90.0, 110.0), replicate=0)
+                         + fake_rows("tf", "mlp", "graph", 2, 3, throughputs=(190.0, 210.0), replicate=1))
     summary = summarize(table).iloc[0]
-    assert summary["train_samples_per_s_median"] == 120.0
-    assert summary["train_samples_per_s_iqr"] == 130.0 - 110.0
-    assert summary["n_trials"] == 5
+    assert summary["processes"] == 2
+    assert summary["train_samples_per_s_mean"] == 150.0  # the mean of the process means 100 and 200
+    assert summary["train_samples_per_s_cv_between"] == pytest.approx(np.std([100, 200], ddof=1) / 150)
+    within = (np.std([90, 110], ddof=1) / 100 + np.std([190, 210], ddof=1) / 200) / 2
+    assert summary["train_samples_per_s_cv_within"] == pytest.approx(within)
+
+
+def test_overlapping_replicates_of_one_variant_are_refused():
+    import pandas as pd
+
+    overlapping = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 10, replicate=0)
+                               + fake_rows("tf", "mlp", "graph", 9, 20, replicate=1))
+    with pytest.raises(DataError, match="tf/mlp/graph replicate 0"):
+        check_no_overlap(overlapping)
+
+
+# ---------------------------------------------------------------- memory that the code owns
+
+ANON_PEAK_PROBE = """
+import json, mmap, os, sys
+from fwbench.bench.memory import AnonPeak, anon_mb, PeakRss
+
+path, size_mb, allocate_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "wb") as handle:
+    handle.write(os.urandom(1 << 20) * size_mb)
+file_before = PeakRss.file_mb()
+peak = AnonPeak(baseline_mb=anon_mb())
+peak.start()
+with open(path, "rb") as handle:
+    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    touched = sum(mapped[offset] for offset in range(0, len(mapped), mmap.PAGESIZE))
+    file_during = PeakRss.file_mb()
+    held = bytearray(allocate_mb << 20)  # zero pages are not resident until written:
+    for offset in range(0, len(held), mmap.PAGESIZE):
+        held[offset] = 1
+    peak.stop()
+print(json.dumps({"anon_mb": peak.above_baseline_mb(), "file_mb": file_during - file_before,
+                  "samples": peak.samples}))
+"""
+
+
+def anon_probe(tmp_path, size_mb: int, allocate_mb: int) -> dict:
+    result = subprocess.run([sys.executable, "-c", ANON_PEAK_PROBE, str(tmp_path / "big.bin"), str(size_mb),
+                             str(allocate_mb)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_memory_phase_excludes_a_large_mapped_file(tmp_path):
+    """A process maps and reads a 192 MB file without touching anonymous memory: its resident file pages
+    rise by about the file's size, its anonymous peak does not."""
+    probe = anon_probe(tmp_path, size_mb=192, allocate_mb=0)
+    assert probe["file_mb"] > 150
+    assert probe["anon_mb"] < 16
+    assert probe["samples"] >= 2
+
+
+def test_memory_phase_sees_anonymous_memory(tmp_path):
+    """The same probe with 96 MB written to the heap: the anonymous peak holds them, and no more of the file."""
+    probe = anon_probe(tmp_path, size_mb=64, allocate_mb=96)
+    assert 90 < probe["anon_mb"] < 96 + 16
 
 
 # ---------------------------------------------------------------- the DAG: timed jobs alone
@@ -728,3 +880,5 @@ def test_gpu_bench_runs_the_grid_with_only_the_device_mocked(smoke_data, monkeyp
         (framework, mode) for framework, modes in MODES.items() for mode in modes
     }
     assert "Fake GPU 9000" in (folder / "device.json").read_text()
+    _, schedule = read_csv_rows(folder / "bench_schedule.csv")
+    assert len(schedule) == len({(row["framework"], row["mode"], row["replicate"]) for row in rows})

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import CONFIG_DIR, project_env, redirected_paths, run_snakemake
 from fwbench import tracking
-from fwbench.bench import bench_grid
+from fwbench.bench import bench_schedule
 from fwbench.bench import results_path as bench_results_path
 from fwbench.config import compose_config, experiment_grid, run_dir
 from fwbench.tracking import (
@@ -421,19 +421,19 @@ def job_targets(cfg) -> list[str]:
 
 
 def check_bench_runs(cfg, table, client, by_id: dict) -> None:
-    """Each bench job's run is tagged as such and holds every trial's numbers at step = trial."""
-    jobs = table.groupby(["framework", "model", "mode"], sort=False)
-    assert sorted(jobs.groups) == sorted(bench_grid(cfg))
-    for (framework, model, mode), rows in jobs:
-        assert rows["mlflow_run_id"].nunique() == 1, (framework, model, mode)
+    """Each bench process's run is tagged as such and holds every window's numbers at step = window."""
+    processes = table.groupby(["framework", "model", "mode", "replicate"], sort=False)
+    assert sorted(processes.groups) == sorted((*job.variant, job.replicate) for job in bench_schedule(cfg))
+    for (framework, model, mode, replicate), rows in processes:
+        assert rows["mlflow_run_id"].nunique() == 1, (framework, model, mode, replicate)
         run = by_id[rows["mlflow_run_id"].iloc[0]]
         tags = run.data.tags
         assert (tags["job"], tags["framework"], tags["model"], tags["mode"]) == ("bench", framework, model, mode)
-        assert tags["snakemake_rule"] == "bench"
+        assert (tags["snakemake_rule"], tags["replicate"]) == ("bench", str(replicate))
         for key in ("train_samples_per_s", "infer_latency_p50_ms", "peak_rss_train_mb"):
             logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
-            assert logged == list(zip(rows["trial"], rows[key])), (framework, model, mode, key)
-            assert run.data.metrics[f"{key}_median"] == pytest.approx(rows[key].median())
+            assert logged == list(zip(rows["window"], rows[key])), (framework, model, mode, key)
+            assert run.data.metrics[f"{key}_mean"] == pytest.approx(rows[key].mean())
 
 
 def check_runs_match_result_files(base: Path) -> None:

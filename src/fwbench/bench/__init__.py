@@ -1,29 +1,41 @@
-"""Speed and memory runs: one bench job per framework x model x execution mode.
+"""Speed and memory runs: every bench variant (framework x model x mode) in several processes.
+
+The process is the unit of replication: a variant is measured in
+`bench.replicates` independent processes (jobs), and the intervals of the
+report are over processes, never over windows of one process. The timed
+processes run one at a time in a seeded, interleaved order (`bench_schedule`:
+randomised blocks, each block runs every variant once in a shuffled order), so
+that the machine's slow drift reaches every side alike.
 
 A job (scripts/bench.py, `run.bench_variant`) trains with the pipeline's own
 adapters (Keras `fit` on in-memory arrays; the torch adapter's loop over
 pre-loaded tensors) with the trainer config the training runs use, and measures:
 
-- training throughput (samples/s) over windows of `window_steps` steps each,
-  after `warmup_steps` untimed steps: with `steady_cv`, windows until the last
-  `trials` of them agree (throughput CV <= steady_cv) or `max_windows` came;
-  the trials are those last windows (timing.TrainingPlan);
+- training throughput (samples/s) over exactly `windows` windows of
+  `window_steps` steps each, after `warmup_steps` untimed steps; every window
+  is a row, none is selected (timing.TrainingPlan);
 - time to the end of the first step (tracing and compilation), on its own;
 - inference latency at batch 1 (p50/p95/p99 over `latency_calls` calls) and
-  inference throughput at `trainer.eval_batch_size`;
-- peak memory per phase: the process's peak RSS (reset per phase through
-  /proc/self/clear_refs) and, on a GPU, the framework's peak device allocation;
+  inference throughput at `trainer.eval_batch_size`, once per window;
+- memory that the code owns: the peak of anonymous memory above the
+  process's baseline after the framework import and the data load, in an
+  untimed phase after the windows (memory.AnonPeak); the total peak RSS per
+  window beside it, for reference, and on a GPU the framework's peak device
+  allocation;
 - parameter count and analytic forward FLOPs per sample.
 
-It writes one CSV row per trial (RESULT_COLUMNS below); `aggregate` joins every
-job's rows into bench_results.csv (the tidy table the report reads) and a
-median/IQR summary. This module stays free of TensorFlow, torch and pandas:
+It writes one CSV row per window (RESULT_COLUMNS below); `aggregate` joins every
+job's rows into bench_results.csv (the tidy table the report reads), a
+per-variant summary with the within- and between-process spread, and the
+schedule as it ran. This module stays free of TensorFlow, torch and pandas:
 rules/common.smk imports it to build the grid.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from fwbench.errors import ConfigError
@@ -38,14 +50,16 @@ PRECISIONS = ("fp32", "bf16")
 
 RESULTS_FILE = "bench_results.csv"
 SUMMARY_FILE = "bench_summary.csv"
+SCHEDULE_FILE = "bench_schedule.csv"
 JOB_ROWS_SUFFIX = ".csv"
 # Beside each job's rows: the job's resolved config and its rule, log and SLURM job, from which
 # bench_table logs the job's MLflow run (a bench process does not import MLflow).
 JOB_RECORD_SUFFIX = ".job.yaml"
 
-# The tidy table: one row per framework x model x mode x trial. Job-level values
-# (first step, environment) repeat on every trial row of the job. NaN where a
-# value does not apply (device memory on a CPU). The report reads these names.
+# The tidy table: one row per framework x model x mode x replicate x window.
+# Process-level values (first step, memory, environment) repeat on every window
+# row of the process. NaN where a value does not apply (device memory on a CPU).
+# The report reads these names.
 SCHEMA = {
     # identity
     "experiment": "experiment name (config experiment.name)",
@@ -53,7 +67,11 @@ SCHEMA = {
     "framework": "tf | torch",
     "model": "model name (config/model)",
     "mode": "execution mode, see MODES",
-    "trial": "trial index, 0-based: trial t is the job's (windows_timed - trials + t)-th window",
+    "replicate": "process of this variant, 0-based: each replicate is a process of its own (bench.replicates; "
+                 "the A/A control variants run an even number)",
+    "window": "timed window of the process, 0-based; every window timed is a row",
+    "schedule_position": "the process's place in the interleaved order of all timed processes, 0 = first",
+    "schedule_block": "randomised block of that order: every block runs each variant once, shuffled",
     # recipe
     "device": "cpu | cuda, chosen automatically (CUDA when present)",
     "precision": "fp32 | bf16 (mixed precision)",
@@ -65,30 +83,33 @@ SCHEMA = {
     "lr": "trainer.lr",
     "warmup_steps": "untimed training steps before the first window (the first step among them)",
     "window_steps": "training steps per timed window",
-    "trials": "trials in the job: its last timed windows",
-    "steady_cv": "bench.steady_cv: the job timed windows until its last `trials` had at most this throughput CV "
-                 "(or bench.max_windows came first); NaN = exactly `trials` windows",
-    "windows_timed": "training windows the job timed (the trials are the last of them)",
+    "windows": "timed windows per process (bench.windows)",
     # training
-    "train_samples_per_s": "training throughput over this trial's window",
-    "train_window_s": "wall time of this trial's window",
+    "train_samples_per_s": "training throughput over this window",
+    "train_window_s": "wall time of this window",
     "first_step_s": "from calling the training entry point to the end of the first step (tracing, compilation); per job",
     # inference
-    "latency_calls": "batch-1 inference calls timed in this trial",
-    "infer_latency_p50_ms": "batch-1 inference latency, median of this trial's calls",
+    "latency_calls": "batch-1 inference calls timed after this window",
+    "infer_latency_p50_ms": "batch-1 inference latency, median of those calls",
     "infer_latency_p95_ms": "batch-1 inference latency, 95th percentile",
     "infer_latency_p99_ms": "batch-1 inference latency, 99th percentile",
     "infer_batch_size": "batch size of the inference-throughput calls (trainer.eval_batch_size)",
     "infer_samples_per_s": "inference throughput at infer_batch_size",
     # memory
     "rss_method": "per_phase (peak reset through /proc/self/clear_refs) | cumulative (ru_maxrss since start)",
-    "rss_before_train_mb": "process RSS after data load and model build, before training; per job",
+    "rss_before_train_mb": "process RSS after data load and model build, before training; per process",
+    "rss_anon_baseline_mb": "anonymous RSS (RssAnon) right after the framework import and the data load, before "
+                            "the model is built; per process",
+    "peak_anon_train_mb": "peak anonymous RSS above rss_anon_baseline_mb during the untimed memory phase (training "
+                          "steps after the timed windows, sampled by fwbench.bench.memory.AnonPeak): memory that "
+                          "the code owns, whatever the page cache holds; claim 3 on the CPU; per process",
+    "memory_phase_samples": "readings of the anonymous RSS taken during the memory phase; per process",
     "rss_file_after_train_mb": "file-backed part of the RSS after training (RssFile: mapped libraries and files); "
-                               "every RSS figure includes it, and its size follows the page cache's state, not the "
-                               "code (fwbench.bench.memory); per job",
-    "peak_rss_first_step_mb": "peak RSS during the first step (compilation included); per job",
-    "peak_rss_train_mb": "peak RSS during this trial's training window",
-    "peak_rss_infer_mb": "peak RSS during this trial's inference calls",
+                               "every total-RSS figure includes it, and its size follows the page cache's state, "
+                               "not the code (fwbench.bench.memory); per process",
+    "peak_rss_first_step_mb": "peak total RSS during the first step (compilation included); per process",
+    "peak_rss_train_mb": "peak total RSS during this window (mapped files included: for reference only)",
+    "peak_rss_infer_mb": "peak total RSS during the inference calls after this window",
     "peak_device_train_mb": "peak framework device allocation during training (GPU only)",
     "peak_device_infer_mb": "peak framework device allocation during inference (GPU only)",
     # model
@@ -115,11 +136,11 @@ SCHEMA = {
     "load_avg_end": "1-minute load average when the job ended (counts the job itself)",
     "job_start_unix": "job start, seconds since the epoch (no two timed jobs may overlap)",
     "job_end_unix": "job end, seconds since the epoch",
-    "mlflow_run_id": "MLflow run that bench_table logged for the job of this row (empty in the job's own "
+    "mlflow_run_id": "MLflow run that bench_table logged for the process of this row (empty in the job's own "
                      "rows file, and when tracking.enabled is false)",
 }
 RESULT_COLUMNS = tuple(SCHEMA)
-# What the summary aggregates (median and IQR over trials).
+# The per-window and per-process measurements (MLflow metrics of a job; the summary's spread).
 METRIC_COLUMNS = (
     "train_samples_per_s",
     "first_step_s",
@@ -127,13 +148,16 @@ METRIC_COLUMNS = (
     "infer_latency_p95_ms",
     "infer_latency_p99_ms",
     "infer_samples_per_s",
+    "peak_anon_train_mb",
     "peak_rss_first_step_mb",
     "peak_rss_train_mb",
     "peak_rss_infer_mb",
     "peak_device_train_mb",
     "peak_device_infer_mb",
 )
+# A variant, and one process of it.
 GROUP_COLUMNS = ("framework", "model", "mode")
+PROCESS_COLUMNS = (*GROUP_COLUMNS, "replicate")
 
 
 def check_mode(framework: str, mode: str) -> None:
@@ -179,38 +203,28 @@ def check_bench_config(cfg) -> None:
             raise ConfigError(
                 f"bench.modes.{framework} is empty or missing: list at least one of {', '.join(MODES[framework])}"
             )
-    for key in ("trials", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls", "inference_calls"):
+    for key in ("replicates", "windows", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls",
+                "inference_calls"):
         _check_positive_int(f"bench.{key}", bench[key])
-    _check_steady_state(bench)
+    for key in ("replicate", "schedule_seed"):
+        if not isinstance(bench[key], int) or isinstance(bench[key], bool) or bench[key] < 0:
+            raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted is an integer >= 0")
     for model, entry in (bench.get("model_window_steps") or {}).items():
         _check_model_window_steps(f"bench.model_window_steps.{model}", entry)
-    if bench.get("models") is not None:
-        from fwbench.models import MODEL_NAMES
+    from fwbench.models import MODEL_NAMES
 
+    if bench.get("models") is not None:
         for model in bench.models:
             if model not in MODEL_NAMES:
                 raise ConfigError(f"bench.models has {model!r}: accepted are {', '.join(MODEL_NAMES)}")
+    if bench.control_model not in MODEL_NAMES:
+        raise ConfigError(f"bench.control_model={bench.control_model!r} is invalid: accepted are "
+                          f"{', '.join(MODEL_NAMES)} (a model the bench measures, or it has no A/A control)")
     if bench.precision not in PRECISIONS:
         raise ConfigError(f"bench.precision={bench.precision!r} is invalid: accepted are {', '.join(PRECISIONS)}")
     for key in ("tf32", "deterministic"):
         if not isinstance(bench[key], bool):
             raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted are true, false")
-
-
-def _check_steady_state(bench) -> None:
-    """steady_cv: null (exactly `trials` windows) or a share in (0, 1); then max_windows >= trials >= 2."""
-    steady_cv = bench.steady_cv
-    if steady_cv is None:
-        return
-    if not isinstance(steady_cv, (int, float)) or isinstance(steady_cv, bool) or not 0 < steady_cv < 1:
-        raise ConfigError(f"bench.steady_cv={steady_cv!r} is invalid: accepted are null and a share in (0, 1), e.g. 0.05")
-    if bench.trials < 2:
-        raise ConfigError(f"bench.trials={bench.trials} with bench.steady_cv set: accepted are trials >= 2 "
-                          f"(a CV needs two windows), or bench.steady_cv=null")
-    max_windows = bench.max_windows
-    if not isinstance(max_windows, int) or isinstance(max_windows, bool) or max_windows < bench.trials:
-        raise ConfigError(f"bench.max_windows={max_windows!r} is invalid: accepted is an integer >= "
-                          f"bench.trials ({bench.trials})")
 
 
 def _check_model_window_steps(key: str, entry: object) -> None:
@@ -241,7 +255,7 @@ def bench_models(cfg) -> list[str]:
 
 
 def bench_grid(cfg) -> list[tuple[str, str, str]]:
-    """Every (framework, model, mode) bench job: experiment.frameworks x models x bench.modes[framework]."""
+    """Every (framework, model, mode) bench variant: experiment.frameworks x models x bench.modes[framework]."""
     return [
         (framework, model, mode)
         for framework in cfg.experiment.frameworks
@@ -250,18 +264,83 @@ def bench_grid(cfg) -> list[tuple[str, str, str]]:
     ]
 
 
+def control_variants(cfg) -> list[tuple[str, str, str]]:
+    """The A/A control of each framework: its default mode on bench.control_model, where both are benched."""
+    if cfg.bench.control_model not in bench_models(cfg):
+        return []
+    return [
+        (framework, cfg.bench.control_model, DEFAULT_MODES[framework])
+        for framework in cfg.experiment.frameworks
+        if DEFAULT_MODES[framework] in cfg.bench.modes[framework]
+    ]
+
+
+def replicates_of(cfg, variant: tuple[str, str, str]) -> int:
+    """bench.replicates processes; a control variant an even number (at least 2), so its arms are equal."""
+    replicates = int(cfg.bench.replicates)
+    if variant in control_variants(cfg):
+        return max(2, replicates + replicates % 2)
+    return replicates
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """One timed process: a variant's replicate, at its place in the interleaved order."""
+
+    framework: str
+    model: str
+    mode: str
+    replicate: int
+    position: int
+    block: int
+
+    @property
+    def variant(self) -> tuple[str, str, str]:
+        return self.framework, self.model, self.mode
+
+
+def bench_schedule(cfg) -> list[BenchJob]:
+    """The order of every timed process: randomised blocks, seeded by bench.schedule_seed.
+
+    Block k runs replicate k of every variant that has one, in an order drawn
+    for that block alone; so every variant's processes spread over the whole
+    grid and each framework and mode takes every place in a block alike. The
+    same config gives the same order (the draw seeds on schedule_seed and k).
+    """
+    variants = bench_grid(cfg)
+    counts = {variant: replicates_of(cfg, variant) for variant in variants}
+    jobs = []
+    for block in range(max(counts.values(), default=0)):
+        members = [variant for variant in variants if counts[variant] > block]
+        random.Random(f"fwbench-schedule:{cfg.bench.schedule_seed}:{block}").shuffle(members)
+        for variant in members:
+            jobs.append(BenchJob(*variant, replicate=block, position=len(jobs), block=block))
+    return jobs
+
+
+def scheduled_job(cfg, framework: str, model: str, mode: str, replicate: int) -> BenchJob:
+    """This process's entry in the schedule; one line naming what the schedule has instead."""
+    for job in bench_schedule(cfg):
+        if job.variant == (framework, model, mode) and job.replicate == replicate:
+            return job
+    raise ConfigError(
+        f"bench.replicate={replicate} of {framework}/{model}/{mode} is not in the bench schedule: accepted are "
+        f"0 to {replicates_of(cfg, (framework, model, mode)) - 1}, for a variant of the bench grid"
+    )
+
+
 def bench_dir(cfg) -> Path:
     return Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "bench"
 
 
-def job_rows_path(cfg, framework: str, model: str, mode: str) -> Path:
-    """Where one bench job writes its rows (placeholders work: Snakemake passes wildcards)."""
-    return bench_dir(cfg) / framework / model / f"{mode}{JOB_ROWS_SUFFIX}"
+def job_rows_path(cfg, framework: str, model: str, mode: str, replicate) -> Path:
+    """Where one bench process writes its rows (placeholders work: Snakemake passes wildcards)."""
+    return bench_dir(cfg) / framework / model / mode / f"r{replicate}{JOB_ROWS_SUFFIX}"
 
 
-def job_record_path(cfg, framework: str, model: str, mode: str) -> Path:
-    """Where one bench job writes its record (config and tags) for bench_table's MLflow run."""
-    return record_path_of(job_rows_path(cfg, framework, model, mode))
+def job_record_path(cfg, framework: str, model: str, mode: str, replicate) -> Path:
+    """Where one bench process writes its record (config and tags) for bench_table's MLflow run."""
+    return record_path_of(job_rows_path(cfg, framework, model, mode, replicate))
 
 
 def record_path_of(rows_path: Path) -> Path:
@@ -275,3 +354,7 @@ def results_path(cfg) -> Path:
 
 def summary_path(cfg) -> Path:
     return bench_dir(cfg) / SUMMARY_FILE
+
+
+def schedule_path(cfg) -> Path:
+    return bench_dir(cfg) / SCHEDULE_FILE

@@ -2,10 +2,12 @@
 
 `bench_variant` is what scripts/bench.py runs for a Snakemake job; it checks
 the mode before importing either framework, so a wrong mode costs nothing.
-Order of a job: configure threads, precision and determinism; load the
-preprocessed training arrays; build the pipeline's adapter; apply the mode;
-one training call covering warm-up and every timed window; inference trials;
-one CSV row per trial, and the job's record (config and tags).
+Order of a job (one process: one replicate of one variant): configure threads,
+precision and determinism; load the preprocessed training arrays; read the
+anonymous-memory baseline; build the pipeline's adapter; apply the mode; one
+training call covering warm-up, every timed window and the untimed memory
+phase; inference after each window's worth; one CSV row per window, and the
+job's record (config and tags).
 
 `aggregate_results` (bench_table) joins the rows and logs one MLflow child run
 per job from its rows and record: the timed jobs run one after another, and
@@ -29,19 +31,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench.bench import (
     METRIC_COLUMNS,
-    GROUP_COLUMNS,
-    bench_grid,
+    PROCESS_COLUMNS,
+    bench_schedule,
     check_bench_config,
     job_mode,
     job_rows_path,
     record_path_of,
     results_path,
+    schedule_path,
+    scheduled_job,
     summary_path,
     window_steps,
 )
 from fwbench.bench.contention import BackgroundCpu, describe
-from fwbench.bench.memory import PeakRss
-from fwbench.bench.table import check_no_overlap, read_rows, summarize, write_csv_atomic, write_rows
+from fwbench.bench.memory import AnonPeak, PeakRss, anon_mb
+from fwbench.bench.table import (
+    check_no_overlap,
+    read_rows,
+    schedule_table,
+    summarize,
+    write_csv_atomic,
+    write_rows,
+)
 from fwbench.bench.timing import (
     POLL_LAG,
     StepClock,
@@ -103,12 +114,13 @@ def imports_refused(names: tuple[str, ...]):
 
 @dataclass
 class TrainingResult:
-    window_s: list[float]  # the trials' windows: the last `trials` windows timed
-    all_window_s: list[float]  # every window timed, the trials' among them
+    window_s: list[float]  # every window timed, in order
     first_step_s: float
     peak_rss_first_step_mb: float
     peak_rss_window_mb: list[float]
     peak_device_window_mb: list[float]
+    peak_anon_mb: float  # above the baseline, during the memory phase
+    anon_samples: int
     compile_cache: str
 
 
@@ -126,6 +138,7 @@ class PhaseMemory:
 
     plan: TrainingPlan
     rss: PeakRss
+    anon: AnonPeak
     backend: object
     first_step_peak: float = math.nan
     window_peak: dict[int, float] = field(default_factory=dict)
@@ -136,7 +149,14 @@ class PhaseMemory:
         self.backend.reset_device_peak()
 
     def on_boundary(self, poll: int) -> None:
-        """Read the peak of the phase this poll closes, then start the next phase."""
+        """Read the peak of the phase this poll closes, then start the next phase.
+
+        The anonymous-memory sampler runs only between the memory phase's two
+        polls, after the last timed window has closed.
+        """
+        memory_polls = self.plan.memory_polls or (None, None)
+        if poll == memory_polls[1]:
+            self.anon.stop()
         if poll == self.plan.first_step_poll:
             self.first_step_peak = self.rss.peak_mb()
         window = self.plan.window_closed_by(poll)
@@ -144,6 +164,8 @@ class PhaseMemory:
             self.window_peak[window] = self.rss.peak_mb()
             self.window_device_peak[window] = self.backend.device_peak_mb()
         self.reset()
+        if poll == memory_polls[0]:
+            self.anon.start()
 
 
 @dataclass
@@ -199,28 +221,29 @@ def cycle(x: np.ndarray, count: int) -> np.ndarray:
     return x[np.arange(count) % len(x)]
 
 
-def measure_training(adapter, backend, plan: TrainingPlan, x, y, order, rss: PeakRss) -> TrainingResult:
+def measure_training(adapter, backend, plan: TrainingPlan, x, y, order, rss: PeakRss,
+                     anon: AnonPeak) -> TrainingResult:
     """One call of the adapter's own training entry point; the StepClock times its windows."""
-    memory = PhaseMemory(plan, rss, backend)
+    memory = PhaseMemory(plan, rss, anon, backend)
     clock = StepClock(plan, sync=backend.sync(), on_boundary=memory.on_boundary)
     memory.reset()
     called_at = clock.clock()
     adapter.train_epoch(x, y, order, clock)
     windows = clock.window_seconds()
-    trial_windows = range(len(windows) - plan.trials, len(windows))
     return TrainingResult(
-        window_s=clock.trial_seconds(),
-        all_window_s=windows,
+        window_s=windows,
         first_step_s=clock.first_step_seconds(called_at),
         peak_rss_first_step_mb=memory.first_step_peak,
-        peak_rss_window_mb=[memory.window_peak[w] for w in trial_windows],
-        peak_device_window_mb=[memory.window_device_peak[w] for w in trial_windows],
+        peak_rss_window_mb=[memory.window_peak[w] for w in range(len(windows))],
+        peak_device_window_mb=[memory.window_device_peak[w] for w in range(len(windows))],
+        peak_anon_mb=anon.above_baseline_mb(),
+        anon_samples=anon.samples,
         compile_cache=backend.compile_cache_note(),
     )
 
 
 def measure_inference(adapter, backend, bench_cfg, x, batch_size: int, rss: PeakRss) -> list[InferenceTrial]:
-    """Batch-1 latency and large-batch throughput per trial, after untimed warm-up calls.
+    """Batch-1 latency and large-batch throughput once per window, after untimed warm-up calls.
 
     The warm-up calls trace or compile each input shape (batch 1 and the large batch).
     """
@@ -231,7 +254,7 @@ def measure_inference(adapter, backend, bench_cfg, x, batch_size: int, rss: Peak
         predict(single)
     predict(batch)
     trials = []
-    for _ in range(bench_cfg.trials):
+    for _ in range(bench_cfg.windows):
         rss.reset()
         backend.reset_device_peak()
         latencies = time_calls(lambda: predict(single), bench_cfg.latency_calls, sync=sync)
@@ -270,17 +293,20 @@ def environment(framework: str, cfg: DictConfig, policy: str) -> dict:
     }
 
 
-def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResult, env: dict, memory: dict,
+def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env: dict, memory: dict,
                shapes: dict, times: dict) -> dict:
-    """The columns that are the same on every trial row of the job."""
+    """The columns that are the same on every window row of the process."""
     from fwbench.models import flops_per_sample
 
     return {
         "experiment": cfg.experiment.name,
         "dataset": cfg.dataset.name,
-        "framework": cfg.framework.name,
-        "model": cfg.model.name,
-        "mode": mode,
+        "framework": job.framework,
+        "model": job.model,
+        "mode": job.mode,
+        "replicate": job.replicate,
+        "schedule_position": job.position,
+        "schedule_block": job.block,
         "device": adapter.device,
         "precision": cfg.bench.precision,
         "batch_size": cfg.trainer.batch_size,
@@ -288,14 +314,14 @@ def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResul
         "lr": cfg.trainer.lr,
         "warmup_steps": plan.warmup_steps,
         "window_steps": plan.window_steps,
-        "trials": plan.trials,
-        "steady_cv": math.nan if plan.steady_cv is None else plan.steady_cv,
-        "windows_timed": len(train.all_window_s),
+        "windows": plan.windows,
         "first_step_s": train.first_step_s,
         "infer_batch_size": cfg.trainer.eval_batch_size,
         "peak_rss_first_step_mb": train.peak_rss_first_step_mb,
+        "peak_anon_train_mb": train.peak_anon_mb,
+        "memory_phase_samples": train.anon_samples,
         "parameter_count": adapter.parameter_count,
-        "flops_per_sample": flops_per_sample(cfg.model.name, shapes["input_shape"], shapes["num_classes"]),
+        "flops_per_sample": flops_per_sample(job.model, shapes["input_shape"], shapes["num_classes"]),
         "compile_cache": train.compile_cache,
         "mlflow_run_id": "",
         **memory,
@@ -304,35 +330,37 @@ def job_values(cfg, mode: str, plan: TrainingPlan, adapter, train: TrainingResul
     }
 
 
-def trial_values(trial: int, plan: TrainingPlan, batch_size: int, infer_batch: int,
-                 train: TrainingResult, infer: InferenceTrial) -> dict:
-    """The columns measured per trial."""
+def window_values(window: int, plan: TrainingPlan, batch_size: int, infer_batch: int,
+                  train: TrainingResult, infer: InferenceTrial) -> dict:
+    """The columns measured per window (and the inference calls after it)."""
     latencies_ms = [seconds * MS_PER_S for seconds in infer.latencies_s]
     p50, p95, p99 = np.percentile(latencies_ms, LATENCY_QUANTILES)
     return {
-        "trial": trial,
-        "train_samples_per_s": plan.window_steps * batch_size / train.window_s[trial],
-        "train_window_s": train.window_s[trial],
+        "window": window,
+        "train_samples_per_s": plan.window_steps * batch_size / train.window_s[window],
+        "train_window_s": train.window_s[window],
         "latency_calls": len(latencies_ms),
         "infer_latency_p50_ms": float(p50),
         "infer_latency_p95_ms": float(p95),
         "infer_latency_p99_ms": float(p99),
         "infer_samples_per_s": infer_batch * len(infer.batch_seconds) / sum(infer.batch_seconds),
-        "peak_rss_train_mb": train.peak_rss_window_mb[trial],
+        "peak_rss_train_mb": train.peak_rss_window_mb[window],
         "peak_rss_infer_mb": infer.peak_rss_mb,
-        "peak_device_train_mb": train.peak_device_window_mb[trial],
+        "peak_device_train_mb": train.peak_device_window_mb[window],
         "peak_device_infer_mb": infer.peak_device_mb,
     }
 
 
 def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
-    """Run one bench job, write its rows and its record (for bench_table's MLflow run); returns the rows."""
+    """Run one bench process, write its rows and its record (for bench_table's MLflow run); returns the rows."""
     job_start, load_avg_start = time.time(), os.getloadavg()[0]
     framework, model = cfg.framework.name, cfg.model.name
     mode = job_mode(cfg)  # one-line ConfigError for a mode the framework lacks, before any import
     check_bench_config(cfg)
-    out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode)
-    log.info("bench job start %.3f: %s/%s/%s, load average %.2f", job_start, framework, model, mode, load_avg_start)
+    job = scheduled_job(cfg, framework, model, mode, cfg.bench.replicate)
+    out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode, job.replicate)
+    log.info("bench job start %.3f: %s/%s/%s replicate %d (place %d of the schedule), load average %.2f",
+             job_start, framework, model, mode, job.replicate, job.position, load_avg_start)
 
     progress = PhaseLog(job_start)
     backend = load_backend(framework)
@@ -343,9 +371,10 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     progress.done(f"{framework} imported and configured")
     policy = backend.before_build(cfg.bench.precision)
     steps_per_window = window_steps(cfg, framework, model, mode)
-    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.trials, POLL_LAG[framework],
-                        steady_cv=cfg.bench.steady_cv, max_windows=cfg.bench.max_windows)
+    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.windows, POLL_LAG[framework],
+                        memory_steps=steps_per_window)
     x, y, order, num_classes = bench_inputs(cfg, plan.steps, whole_epoch=True)
+    anon = AnonPeak(baseline_mb=anon_mb())
     adapter = make_adapter(cfg, x.shape[1:], num_classes)
     backend.apply_mode(adapter, mode, cfg.bench.precision)
     progress.done(f"data loaded, model built in mode {mode}")
@@ -353,17 +382,18 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     rss = PeakRss()
     rss_before_train = rss.current_mb()
     background = BackgroundCpu()
-    train = measure_training(adapter, backend, plan, x, y, order, rss)
+    train = measure_training(adapter, backend, plan, x, y, order, rss, anon)
     rss_file_after_train = rss.file_mb()
-    progress.done(f"training: first step {train.first_step_s:.2f} s, {len(train.all_window_s)} windows of "
-                  f"{plan.window_steps} steps {sum(train.all_window_s):.2f} s")
-    log_windows(plan, train.all_window_s, cfg.trainer.batch_size)
+    progress.done(f"training: first step {train.first_step_s:.2f} s, {plan.windows} windows of "
+                  f"{plan.window_steps} steps {sum(train.window_s):.2f} s, memory phase of {plan.memory_steps} "
+                  f"steps ({train.anon_samples} readings)")
+    log_windows(plan, train.window_s, cfg.trainer.batch_size)
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
     background_share, background_busiest = background.share(), describe(background.busiest())
     progress.done("inference")
     env = environment(framework, cfg, policy)
     memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train,
-              "rss_file_after_train_mb": rss_file_after_train}
+              "rss_anon_baseline_mb": anon.baseline_mb, "rss_file_after_train_mb": rss_file_after_train}
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
     times = {
         "background_cpu_share": background_share,
@@ -371,10 +401,10 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
         "job_start_unix": job_start, "job_end_unix": time.time(),
         "load_avg_start": load_avg_start, "load_avg_end": os.getloadavg()[0],
     }
-    job = job_values(cfg, mode, plan, adapter, train, env, memory, shapes, times)
+    values = job_values(cfg, job, plan, adapter, train, env, memory, shapes, times)
     rows = [
-        {**job, **trial_values(t, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[t])}
-        for t in range(plan.trials)
+        {**values, **window_values(w, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[w])}
+        for w in range(plan.windows)
     ]
     write_job_record(cfg, record_path_of(out_path))
     write_rows(out_path, rows)
@@ -393,33 +423,23 @@ def write_job_record(cfg: DictConfig, path: Path) -> None:
 
 
 def log_windows(plan: TrainingPlan, windows: list[float], batch_size: int) -> None:
-    """Every window's throughput, and whether the trials (the last windows) met the steady-state rule."""
+    """Every window's throughput and their CV (all of them: none is selected)."""
     rates = ", ".join(f"{plan.window_steps * batch_size / seconds:.0f}" for seconds in windows)
-    log.info("windows' samples/s: %s; the trials are the last %d", rates, plan.trials)
-    if plan.steady_cv is None:
-        return
-    cv = throughput_cv(windows[-plan.trials:])
-    if cv <= plan.steady_cv:
-        log.info("steady after %d windows: the trials' CV is %.1f%% (bench.steady_cv %.1f%%)",
-                 len(windows), 100 * cv, 100 * plan.steady_cv)
-    else:
-        log.warning("not steady within bench.max_windows=%d: the last %d windows' CV is %.1f%%, above "
-                    "bench.steady_cv %.1f%%: the job's speed drifted throughout",
-                    plan.windows, plan.trials, 100 * cv, 100 * plan.steady_cv)
+    log.info("windows' samples/s: %s (CV %.1f%% within this process)", rates, 100 * throughput_cv(windows))
 
 
 def log_job_summary(rows: list[dict]) -> None:
     throughput = np.array([row["train_samples_per_s"] for row in rows])
-    cv = coefficient_of_variation(throughput)
     first = rows[0]
     log.info(
-        "train %.0f samples/s (median of %d trials, CV %.1f%%), first step %.2f s | "
-        "batch-1 latency p50 %.2f ms | inference %.0f samples/s | peak RSS train %.0f MiB (%s; "
-        "%.0f MiB of RSS were mapped files after training) | "
+        "train %.0f samples/s (mean of %d windows), first step %.2f s | "
+        "batch-1 latency p50 %.2f ms | inference %.0f samples/s | anonymous memory peak %.1f MiB above the "
+        "baseline of %.0f MiB (%d readings) | peak total RSS train %.0f MiB (%s; %.0f MiB of it mapped files) | "
         "other processes took %.0f%% of the machine",
-        np.median(throughput), len(rows), 100 * cv, first["first_step_s"],
+        throughput.mean(), len(rows), first["first_step_s"],
         np.median([row["infer_latency_p50_ms"] for row in rows]),
         np.median([row["infer_samples_per_s"] for row in rows]),
+        first["peak_anon_train_mb"], first["rss_anon_baseline_mb"], first["memory_phase_samples"],
         np.median([row["peak_rss_train_mb"] for row in rows]), first["rss_method"], first["rss_file_after_train_mb"],
         100 * first["background_cpu_share"],
     )
@@ -429,9 +449,10 @@ def log_job_summary(rows: list[dict]) -> None:
 
 
 def aggregate_results(cfg: DictConfig) -> Path:
-    """Join every bench job's rows into bench_results.csv (+ bench_summary.csv)."""
+    """Join every bench process's rows into bench_results.csv (+ the summary and the schedule as it ran)."""
     check_bench_config(cfg)
-    paths = [job_rows_path(cfg, *job) for job in bench_grid(cfg)]
+    schedule = bench_schedule(cfg)
+    paths = [job_rows_path(cfg, *job.variant, job.replicate) for job in schedule]
     needed = paths + [record_path_of(path) for path in paths]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -439,33 +460,35 @@ def aggregate_results(cfg: DictConfig) -> Path:
     table = read_rows(paths)
     check_no_overlap(table)
     table["mlflow_run_id"] = log_bench_runs(cfg, table)
-    busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(["framework", "model", "mode"])
+    busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(list(PROCESS_COLUMNS))
     for job in busy.itertuples(index=False):
         seen = job.background_processes if isinstance(job.background_processes, str) else ""  # CSV: empty -> NaN
-        log.warning("%s/%s/%s measured on a busy machine: other processes took %.0f%% of it (busiest: %s)",
-                    job.framework, job.model, job.mode, 100 * job.background_cpu_share, seen or "none seen")
+        log.warning("%s/%s/%s replicate %d measured on a busy machine: other processes took %.0f%% of it "
+                    "(busiest: %s)", job.framework, job.model, job.mode, job.replicate,
+                    100 * job.background_cpu_share, seen or "none seen")
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
-    log.info("wrote %s (%d rows) and %s", results_path(cfg), len(table), summary_path(cfg))
+    write_csv_atomic(schedule_table(table), schedule_path(cfg))
+    log.info("wrote %s (%d rows), %s and %s", results_path(cfg), len(table), summary_path(cfg), schedule_path(cfg))
     return results_path(cfg)
 
 
 def log_bench_runs(cfg: DictConfig, table) -> list[str]:
-    """Log one MLflow child run per bench job; returns each row's run id.
+    """Log one MLflow child run per bench process; returns each row's run id.
 
-    A job already logged (same machine and start time) keeps its run, so a
+    A process already logged (same machine and start time) keeps its run, so a
     rerun of bench_table after one job reran logs only that job.
     """
     run_ids = {}
-    for job, rows in table.groupby(list(GROUP_COLUMNS), sort=False):
-        rows_path = job_rows_path(cfg, *job)
-        run_ids[job] = log_bench_run(record_path_of(rows_path), rows_path, rows)
-    return [run_ids[job] for job in zip(*(table[column] for column in GROUP_COLUMNS))]
+    for process, rows in table.groupby(list(PROCESS_COLUMNS), sort=False):
+        rows_path = job_rows_path(cfg, *process)
+        run_ids[process] = log_bench_run(record_path_of(rows_path), rows_path, rows)
+    return [run_ids[process] for process in zip(*(table[column] for column in PROCESS_COLUMNS))]
 
 
 def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
-    """The job's run: its config and tags from its record; each trial's metrics at step = trial;
-    their median, IQR and CV as summary metrics; the rows file as an artifact."""
+    """The process's run: its config and tags from its record; each window's metrics at step = window;
+    the process's mean and within-process CV as summary metrics; the rows file as an artifact."""
     from fwbench.tracking import child_run, find_child_run
 
     record = OmegaConf.load(record_path)
@@ -475,12 +498,14 @@ def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
     logged = find_child_run(job_cfg, BENCH_JOB_TAG, job_id)
     if logged:
         return logged
-    tags = {**record.tags, "mode": first["mode"], BENCH_JOB_TAG: job_id}
+    tags = {**record.tags, "mode": first["mode"], "replicate": str(first["replicate"]),
+            "schedule_position": str(first["schedule_position"]), BENCH_JOB_TAG: job_id}
     with child_run(job_cfg, "bench", tags=tags, system_metrics=False) as tracked:
-        tracked.log_history(rows[["trial", *METRIC_COLUMNS]].to_dict("records"), step_key="trial")
-        summary = summarize(rows).iloc[0]
-        summary_metrics = [name for name in summary.index if name.endswith(("_median", "_iqr", "_cv"))]
-        tracked.log_metrics({name: summary[name] for name in summary_metrics})
+        tracked.log_history(rows[["window", *METRIC_COLUMNS]].to_dict("records"), step_key="window")
+        tracked.log_metrics({f"{metric}_mean": float(rows[metric].mean()) for metric in METRIC_COLUMNS
+                             if rows[metric].notna().any()})
+        tracked.log_metrics({"train_samples_per_s_cv_within": coefficient_of_variation(rows["train_samples_per_s"])})
         tracked.log_artifact(rows_path)
-    log.info("MLflow run %s: bench %s/%s/%s", tracked.run_id, first["framework"], first["model"], first["mode"])
+    log.info("MLflow run %s: bench %s/%s/%s replicate %s", tracked.run_id, first["framework"], first["model"],
+             first["mode"], first["replicate"])
     return tracked.run_id or ""

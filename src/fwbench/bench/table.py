@@ -1,9 +1,9 @@
-"""The bench table: each job's rows, the joined results, the median/IQR summary.
+"""The bench table: each process's rows, the joined results, the per-variant summary, the schedule.
 
 Jobs write their rows with the csv module (a bench process should not pay
 for importing pandas); the aggregating rule reads them all with pandas,
 checks the schema and that no two jobs on one machine overlapped in time,
-and writes bench_results.csv and bench_summary.csv.
+and writes bench_results.csv, bench_summary.csv and bench_schedule.csv.
 """
 
 from __future__ import annotations
@@ -12,18 +12,23 @@ import csv
 import io
 from pathlib import Path
 
-from fwbench.bench import GROUP_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS
+from fwbench.bench import GROUP_COLUMNS, METRIC_COLUMNS, PROCESS_COLUMNS, RESULT_COLUMNS
 from fwbench.errors import DataError
 from fwbench.runtime import write_text_atomic
 
-# Quartiles of the trials, for the interquartile range.
-LOWER_QUARTILE = 0.25
-UPPER_QUARTILE = 0.75
-# Values that are the same on every trial row of a job, carried into the summary as they are.
-JOB_COLUMNS = (
-    "device", "precision", "batch_size", "trials", "window_steps", "parameter_count", "flops_per_sample",
+# Values that are the same on every row of a variant, carried into the summary as they are.
+VARIANT_COLUMNS = (
+    "device", "precision", "batch_size", "windows", "window_steps", "parameter_count", "flops_per_sample",
     "intra_op_threads", "inter_op_threads", "cpu_model", "gpu_model", "framework_version", "hostname",
-    "rss_file_after_train_mb", "background_cpu_share", "background_processes", "load_avg_start", "load_avg_end",
+)
+# Measured once per window (the rest of METRIC_COLUMNS once per process): these have a within-process spread.
+WINDOW_METRICS = (
+    "train_samples_per_s", "infer_latency_p50_ms", "infer_latency_p95_ms", "infer_latency_p99_ms",
+    "infer_samples_per_s", "peak_rss_train_mb", "peak_rss_infer_mb", "peak_device_train_mb", "peak_device_infer_mb",
+)
+SCHEDULE_COLUMNS = (
+    "schedule_position", "schedule_block", *PROCESS_COLUMNS, "hostname", "job_start_unix", "job_end_unix",
+    "background_cpu_share",
 )
 
 
@@ -69,7 +74,7 @@ def read_rows(paths):
 def check_no_overlap(table) -> None:
     """Timed jobs must run alone: no two jobs on one machine may overlap in time."""
     jobs = (
-        table.groupby(["hostname", *GROUP_COLUMNS], sort=False)
+        table.groupby(["hostname", *PROCESS_COLUMNS], sort=False)
         .agg(start=("job_start_unix", "min"), end=("job_end_unix", "max"))
         .reset_index()
         .sort_values(["hostname", "start"])
@@ -86,27 +91,38 @@ def check_no_overlap(table) -> None:
 
 
 def _job_name(job) -> str:
-    return "/".join(str(getattr(job, column)) for column in GROUP_COLUMNS)
+    return "/".join(str(getattr(job, column)) for column in GROUP_COLUMNS) + f" replicate {job.replicate}"
 
 
 def summarize(table):
-    """Median and IQR over trials of every metric, per framework x model x mode.
+    """Per variant: processes, and for every metric the mean over processes with both spreads.
 
-    Also the coefficient of variation of training throughput (std / mean over
-    trials), the number the stability target is stated in.
+    `<metric>_mean` is the mean of the process means; `<metric>_cv_between` the
+    CV of the process means (how far a new process moves: what the report's
+    intervals are built from); `<metric>_cv_within` the mean CV of the windows
+    inside one process, for the metrics measured per window.
     """
     import pandas as pd
 
-    groups = table.groupby(list(GROUP_COLUMNS), sort=False)
-    summary = groups[list(JOB_COLUMNS)].first()
-    summary["n_trials"] = groups.size()
+    per_process = table.groupby(list(PROCESS_COLUMNS), sort=False)
+    means = per_process[list(METRIC_COLUMNS)].mean()
+    within = per_process[list(WINDOW_METRICS)].std(ddof=1) / per_process[list(WINDOW_METRICS)].mean()
+    by_variant = means.groupby(level=list(GROUP_COLUMNS), sort=False)
+    summary = table.groupby(list(GROUP_COLUMNS), sort=False)[list(VARIANT_COLUMNS)].first()
+    summary["processes"] = by_variant.size()
     for metric in METRIC_COLUMNS:
-        column = groups[metric]
-        summary[f"{metric}_median"] = column.median()
-        summary[f"{metric}_iqr"] = column.quantile(UPPER_QUARTILE) - column.quantile(LOWER_QUARTILE)
-    throughput = groups["train_samples_per_s"]
-    summary["train_samples_per_s_cv"] = throughput.std(ddof=1) / throughput.mean()
+        summary[f"{metric}_mean"] = by_variant[metric].mean()
+        summary[f"{metric}_cv_between"] = by_variant[metric].std(ddof=1) / by_variant[metric].mean()
+    within_by_variant = within.groupby(level=list(GROUP_COLUMNS), sort=False)
+    for metric in WINDOW_METRICS:
+        summary[f"{metric}_cv_within"] = within_by_variant[metric].mean()
     return pd.DataFrame(summary).reset_index()
+
+
+def schedule_table(table):
+    """The timed processes in the order they ran, with their start and end: the schedule as it happened."""
+    processes = table.drop_duplicates(list(PROCESS_COLUMNS))[list(SCHEDULE_COLUMNS)]
+    return processes.sort_values("schedule_position").reset_index(drop=True)
 
 
 def write_csv_atomic(frame, path: Path) -> None:

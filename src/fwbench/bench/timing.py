@@ -33,45 +33,31 @@ def no_sync() -> None:
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """Which steps are warm-up, which form the timed windows, for one adapter.
+    """Which steps are warm-up, which form the timed windows, which the memory phase, for one adapter.
 
     Steps 0 .. warmup_steps-1 are untimed (step 0 traces and compiles, and is
     reported alone); window k covers the `window_steps` steps that start at
-    warmup_steps + k * window_steps. The job's trials are its last `trials`
-    windows.
-
-    Without `steady_cv` the job times exactly `trials` windows. With it, the
-    job times windows until the last `trials` of them have a throughput CV of
-    at most `steady_cv`, or until `max_windows` windows (steady-state
-    detection: Georges, Buytaert and Eeckhout, "Statistically rigorous Java
-    performance evaluation", OOPSLA 2007). A machine whose speed drifts for
-    seconds at a time then reports a stretch where it held still, and says how
-    many windows it took (`windows_timed`) or that it never did.
+    warmup_steps + k * window_steps, for k < windows: a fixed number, every one
+    reported, so no window is chosen for agreeing with the others. Then
+    `memory_steps` untimed steps, during which the anonymous memory is sampled
+    (memory.AnonPeak): the sampler never runs inside a timed window.
     """
 
     warmup_steps: int
     window_steps: int
-    trials: int
+    windows: int
     poll_lag: int
-    steady_cv: float | None = None
-    max_windows: int | None = None
+    memory_steps: int = 0
 
     def __post_init__(self) -> None:
         # Step 0 carries the compilation: it must never fall inside a window.
-        if self.warmup_steps < 1 or self.window_steps < 1 or self.trials < 1:
-            raise ValueError(f"warm-up, window and trials must be >= 1, got {self}")
-        if self.steady_cv is not None and (self.trials < 2 or (self.max_windows or 0) < self.trials):
-            raise ValueError(f"steady-state windows need trials >= 2 and max_windows >= trials, got {self}")
-
-    @property
-    def windows(self) -> int:
-        """The most windows the job may time."""
-        return self.trials if self.steady_cv is None else self.max_windows
+        if self.warmup_steps < 1 or self.window_steps < 1 or self.windows < 1 or self.memory_steps < 0:
+            raise ValueError(f"warm-up, window steps and windows must be >= 1, memory steps >= 0, got {self}")
 
     @property
     def steps(self) -> int:
-        """Training steps to plan for: warm-up, every window, and the trailing step."""
-        return self.warmup_steps + self.windows * self.window_steps + TRAILING_STEPS
+        """Training steps to plan for: warm-up, every window, the memory phase and the trailing step."""
+        return self.warmup_steps + self.windows * self.window_steps + self.memory_steps + TRAILING_STEPS
 
     def poll_after(self, step: int) -> int:
         """Index of the poll that comes right after `step` has finished."""
@@ -91,20 +77,24 @@ class TrainingPlan:
         window, offset = divmod(poll - self.poll_after(self.warmup_steps - 1), self.window_steps)
         return window - 1 if offset == 0 and 1 <= window <= self.windows else None
 
+    @property
+    def memory_polls(self) -> tuple[int, int] | None:
+        """(poll that opens, poll that closes) the memory phase, right after the last window; None without one."""
+        if not self.memory_steps:
+            return None
+        opening = self.window_polls(self.windows - 1)[1]
+        return opening, opening + self.memory_steps
+
+    @property
+    def final_poll(self) -> int:
+        """The poll at which the job has everything it measures: the loop stops there."""
+        return self.memory_polls[1] if self.memory_steps else self.window_polls(self.windows - 1)[1]
+
     def boundary_polls(self) -> set[int]:
-        polls = {self.first_step_poll}
+        polls = {self.first_step_poll, self.final_poll}
         for window in range(self.windows):
             polls.update(self.window_polls(window))
         return polls
-
-    def is_done(self, window_seconds: list[float]) -> bool:
-        """After a window closes: enough windows, and (with steady_cv) the last `trials` steady."""
-        timed = len(window_seconds)
-        if timed >= self.windows:
-            return True
-        if self.steady_cv is None or timed < self.trials:
-            return False
-        return throughput_cv(window_seconds[-self.trials:]) <= self.steady_cv
 
 
 def coefficient_of_variation(values) -> float:
@@ -130,8 +120,8 @@ class StepClock:
     At a boundary it syncs the device, reads the clock (`arrive`), runs
     `on_boundary(poll)` (memory bookkeeping), and reads the clock again
     (`leave`): a window runs from its opening poll's `leave` to its closing
-    poll's `arrive`, so bookkeeping never lands inside one. Once the plan has
-    the windows it needs (`TrainingPlan.is_done`), it asks the loop to stop.
+    poll's `arrive`, so bookkeeping never lands inside one. At the plan's
+    final poll (windows and memory phase done) it asks the loop to stop.
     """
 
     plan: TrainingPlan
@@ -154,12 +144,11 @@ class StepClock:
         self.sync()
         arrive = self.clock()
         self.on_boundary(poll)
-        # The stop decision comes before `leave`: this poll may open the next window.
         window = self.plan.window_closed_by(poll)
         if window is not None:
             opening = self.plan.window_polls(window)[0]
             self._windows.append(arrive - self.marks[opening][1])
-            self.done = self.plan.is_done(self._windows)
+        self.done = poll == self.plan.final_poll
         self.marks[poll] = (arrive, self.clock())
         return self.done
 
@@ -168,10 +157,6 @@ class StepClock:
         self._check_complete()
         return list(self._windows)
 
-    def trial_seconds(self) -> list[float]:
-        """Wall time of the trials' windows: the last `trials` windows timed."""
-        return self.window_seconds()[-self.plan.trials:]
-
     def first_step_seconds(self, called_at: float) -> float:
         """From calling the training entry point to the end of step 0."""
         self._check_complete()
@@ -179,7 +164,7 @@ class StepClock:
 
     def _check_complete(self) -> None:
         if not self.done:
-            missing = sorted(self._boundaries - set(self.marks))
+            missing = sorted(self._boundaries - set(self.marks)) or [self.plan.final_poll]
             raise RuntimeError(
                 f"the training loop polled {self.polls} times but the plan needs poll {missing[0]}: "
                 f"it must poll should_stop once per step (up to {self.plan.steps} steps)"
