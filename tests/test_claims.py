@@ -16,16 +16,19 @@ from fwbench.claims import (
     MEASURED,
     NOT_MEASURED,
     UNMEASURED_CLAIMS,
+    Margins,
     conditions_frame,
     evaluate_claims,
+    evaluate_controls,
 )
-from fwbench.errors import DataError
-from fwbench.stats import CONTRADICTED, INCONCLUSIVE, SUPPORTED
+from fwbench.errors import ConfigError, DataError
+from fwbench.stats import CONTRADICTED, INCONCLUSIVE, NO_MEANINGFUL_DIFFERENCE, SUPPORTED
 
-N_BOOT = 500
-# Multiplicative spread of +-1 % over five trials: wide enough for an interval,
-# narrow enough that a 20 % gap is clear.
+# Multiplicative spread of +-1 % over five processes: wide enough for an interval,
+# narrow enough that a 20 % gap is clear and an equal speed is within the 5 % margin.
 JITTER = (0.99, 0.995, 1.0, 1.005, 1.01)
+# Each process's windows around its mean: averaged away before any interval.
+WINDOW_JITTER = (0.97, 1.03)
 # model -> (parameters, FLOPs per sample); sizes in increasing FLOPs order.
 MODELS = {"linear": (7_850, 15_700), "lenet": (61_706, 800_000), "convnet": (34_826, 2_000_000)}
 MODES = {"tf": ("eager", "graph", "xla"), "torch": ("eager", "compile")}
@@ -33,8 +36,9 @@ BASE_SPEED = 1000.0
 BASE_MEMORY = 200.0
 
 
-def bench_table(speed: dict | None = None, devices=("cpu",), memory: dict | None = None) -> pd.DataFrame:
-    """Five trials per device x framework x model x mode.
+def bench_table(speed: dict | None = None, devices=("cpu",), memory: dict | None = None,
+                process_jitter=JITTER) -> pd.DataFrame:
+    """Five processes of two windows each per device x framework x model x mode.
 
     speed[(arm, model)] or speed[(arm, model, device)] scales throughput (default 1);
     memory[framework] scales peak memory.
@@ -47,16 +51,17 @@ def bench_table(speed: dict | None = None, devices=("cpu",), memory: dict | None
                 for mode in modes:
                     arm = f"{framework}:{mode}"
                     factor = speed.get((arm, model, device), speed.get((arm, model), 1.0))
-                    for trial, jitter in enumerate(JITTER):
-                        rows.append({
-                            "device": device, "framework": framework, "model": model, "mode": mode,
-                            "trial": trial,
-                            "train_samples_per_s": BASE_SPEED * factor * jitter,
-                            "first_step_s": 0.5, "infer_latency_p50_ms": 1.0,
-                            "infer_throughput_samples_per_s": 5000.0,
-                            "peak_memory_mb": BASE_MEMORY * memory.get(framework, 1.0) * jitter,
-                            "parameter_count": params, "flops_per_sample": flops,
-                        })
+                    for replicate, jitter in enumerate(process_jitter):
+                        for window, window_jitter in enumerate(WINDOW_JITTER):
+                            rows.append({
+                                "device": device, "framework": framework, "model": model, "mode": mode,
+                                "replicate": replicate, "window": window,
+                                "train_samples_per_s": BASE_SPEED * factor * jitter * window_jitter,
+                                "first_step_s": 0.5, "infer_latency_p50_ms": 1.0,
+                                "infer_throughput_samples_per_s": 5000.0,
+                                "peak_memory_mb": BASE_MEMORY * memory.get(framework, 1.0) * jitter,
+                                "parameter_count": params, "flops_per_sample": flops,
+                            })
     return pd.DataFrame(rows, columns=BENCH_COLUMNS)
 
 
@@ -90,7 +95,7 @@ def by_id(results, claim_id):
 
 
 def evaluate(bench=None, accuracy=None, export=None, **kwargs):
-    return evaluate_claims(bench, accuracy, export, n_boot=N_BOOT, **kwargs)
+    return evaluate_claims(bench, accuracy, export, **kwargs)
 
 
 def test_catalogue_is_complete():
@@ -106,11 +111,44 @@ def test_verdict_flips_by_model_and_the_overall_line_says_where():
     result = by_id(evaluate(bench_table(speed)), "1")
     graph_rows = {row.model: row.verdict for row in result.rows if row.modes == "tf:graph vs torch:eager"}
     assert graph_rows == {"linear": CONTRADICTED, "lenet": SUPPORTED, "convnet": SUPPORTED}
-    # The other pairings are equal speed: inconclusive everywhere.
-    assert result.counts == {SUPPORTED: 2, CONTRADICTED: 1, INCONCLUSIVE: 6}
-    assert result.overall.startswith("9 conditions: supported in 2, contradicted in 1, inconclusive in 6.")
+    # The other pairings are equal speed: within the margin everywhere.
+    assert result.counts == {SUPPORTED: 2, CONTRADICTED: 1, NO_MEANINGFUL_DIFFERENCE: 6, INCONCLUSIVE: 0}
+    assert result.overall.startswith("9 conditions: supported in 2, contradicted in 1, no meaningful difference in 6.")
     assert "tf:graph vs torch:eager: supported for lenet, convnet; contradicted for linear" in result.overall
-    assert "tf:xla vs torch:compile: inconclusive in all 3" in result.overall
+    assert "tf:xla vs torch:compile: no meaningful difference in all 3" in result.overall
+
+
+def test_a_difference_smaller_than_the_speed_margin_is_no_meaningful_difference():
+    # tf:graph 2 % faster, with a tight interval that excludes 1: not a verdict.
+    result = by_id(evaluate(bench_table({("tf:graph", "lenet"): 1.02})), "1")
+    (row,) = [r for r in result.rows if r.model == "lenet" and r.modes == "tf:graph vs torch:eager"]
+    assert row.ci_low > 1.0
+    assert row.verdict == NO_MEANINGFUL_DIFFERENCE
+    wide_margin = by_id(evaluate(bench_table({("tf:graph", "lenet"): 1.2}), margins=Margins(speed=0.5)), "1")
+    (row,) = [r for r in wide_margin.rows if r.model == "lenet" and r.modes == "tf:graph vs torch:eager"]
+    assert row.verdict == NO_MEANINGFUL_DIFFERENCE
+
+
+def test_a_difference_that_straddles_the_margin_is_inconclusive():
+    spread = (0.9, 1.0, 1.1, 0.95, 1.05)
+    result = by_id(evaluate(bench_table({("tf:graph", "lenet"): 1.05}, process_jitter=spread)), "1")
+    (row,) = [r for r in result.rows if r.model == "lenet" and r.modes == "tf:graph vs torch:eager"]
+    assert row.ci_low < 1.05 < row.ci_high
+    assert row.verdict == INCONCLUSIVE
+
+
+def test_intervals_are_over_processes_not_windows():
+    """Two processes per side: the interval has 2 units a side however many windows each holds."""
+    bench = bench_table({("tf:graph", "lenet"): 1.2}, process_jitter=(0.99, 1.01))
+    result = by_id(evaluate(bench), "1")
+    (row,) = [r for r in result.rows if r.model == "lenet" and r.modes == "tf:graph vs torch:eager"]
+    assert (row.n_a, row.n_b) == (2, 2)
+    assert "Welch" in row.method
+
+
+def test_margins_must_be_positive():
+    with pytest.raises(ConfigError, match="claims.speed_margin"):
+        evaluate(bench_table(), margins=Margins(speed=0.0))
 
 
 def test_rows_carry_estimate_interval_and_n():
@@ -134,14 +172,38 @@ def test_memory_claim_3_lower_is_better():
     assert result.counts[SUPPORTED] == len(result.rows) > 0
 
 
-def test_size_trend_claim_1b_supported_when_advantage_grows_with_flops():
+def fitted_change(ratios_by_model: dict[str, float]) -> float:
+    """The least-squares line of log ratio on log FLOPs, as the change of the ratio across the models."""
+    x = np.log([MODELS[m][1] for m in ratios_by_model])
+    y = np.log(list(ratios_by_model.values()))
+    slope = np.polyfit(x, y, 1)[0]
+    return float(np.exp(slope * (x.max() - x.min())))
+
+
+def test_size_trend_claim_1b_is_one_slope_over_every_model():
     speed = {("tf:graph", "linear"): 1.0, ("tf:graph", "lenet"): 1.2, ("tf:graph", "convnet"): 1.5}
     result = by_id(evaluate(bench_table(speed)), "1b")
     (row,) = [r for r in result.rows if r.modes == "tf:graph vs torch:eager"]
-    assert row.model == "convnet vs linear"
-    assert row.estimate == pytest.approx(1.5)
+    assert row.model == "3 models, linear to convnet"
+    assert row.estimate == pytest.approx(fitted_change({"linear": 1.0, "lenet": 1.2, "convnet": 1.5}), rel=1e-3)
     assert row.verdict == SUPPORTED
-    assert any("rises with size" in note for note in result.notes)
+    (note,) = [n for n in result.notes if "tf:graph vs torch:eager" in n]
+    assert "least-squares line" in note and "supported" in note and "lenet 1.2" in note
+
+
+def test_size_trend_that_rises_then_falls_is_judged_by_the_same_slope():
+    # The largest model's ratio is back at the smallest's: the slope, not the two ends, decides.
+    speed = {("tf:graph", "linear"): 1.0, ("tf:graph", "lenet"): 1.5, ("tf:graph", "convnet"): 1.0}
+    result = by_id(evaluate(bench_table(speed)), "1b")
+    (row,) = [r for r in result.rows if r.modes == "tf:graph vs torch:eager"]
+    assert row.estimate == pytest.approx(fitted_change({"linear": 1.0, "lenet": 1.5, "convnet": 1.0}), rel=1e-3)
+    (note,) = [n for n in result.notes if "tf:graph vs torch:eager" in n]
+    assert note.endswith(row.verdict)
+
+
+def test_equal_speed_at_every_size_is_no_meaningful_trend():
+    result = by_id(evaluate(bench_table()), "1b")
+    assert {row.verdict for row in result.rows} == {NO_MEANINGFUL_DIFFERENCE}
 
 
 def test_gpu_claim_4_not_measured_without_gpu_rows():
@@ -174,9 +236,9 @@ def test_export_claim_5_per_metric():
     for row in result.rows:
         verdicts.setdefault(row.metric, set()).add(row.verdict)
     assert verdicts["export_size_mb"] == {SUPPORTED}
-    assert verdicts["load_time_s"] == {INCONCLUSIVE}
+    assert verdicts["load_time_s"] <= {INCONCLUSIVE, NO_MEANINGFUL_DIFFERENCE}
     # Perfect parity on both sides: no spread, no difference.
-    assert verdicts["prediction_parity"] == {INCONCLUSIVE}
+    assert verdicts["prediction_parity"] == {NO_MEANINGFUL_DIFFERENCE}
     assert "export_size_mb, tf:savedmodel vs torch:torchscript: supported in all 3" in result.overall
 
 
@@ -197,7 +259,7 @@ def test_accuracy_parity_with_one_seed_is_inconclusive():
 
 def test_accuracy_margin_is_a_parameter():
     narrow = by_id(evaluate(accuracy=accuracy_table(-0.015)), "6")
-    wide = by_id(evaluate(accuracy=accuracy_table(-0.015), equivalence_margin=0.05), "6")
+    wide = by_id(evaluate(accuracy=accuracy_table(-0.015), margins=Margins(accuracy=0.05)), "6")
     assert {row.verdict for row in narrow.rows} == {INCONCLUSIVE}
     assert {row.verdict for row in wide.rows} == {SUPPORTED}
 
@@ -255,3 +317,30 @@ def test_conditions_frame_has_one_row_per_condition():
     assert len(frame) == sum(len(r.rows) for r in results)
     assert {"claim", "label", "estimate", "ci_low", "ci_high", "verdict", "n_a", "n_b"} <= set(frame.columns)
     assert np.isfinite(frame["estimate"]).all()
+
+
+# ---------------------------------------------------------------- A/A controls
+
+CONTROLS = [("tf", "convnet", "graph"), ("torch", "convnet", "eager")]
+
+
+def test_a_steady_machine_passes_its_controls():
+    controls = evaluate_controls(bench_table(process_jitter=(1.0, 1.002, 0.999, 1.001)), CONTROLS)
+    assert {row.verdict for row in controls.rows} <= {NO_MEANINGFUL_DIFFERENCE, INCONCLUSIVE}
+    assert len(controls.rows) == 2 * len(CONTROLS)  # throughput and memory per framework
+    assert controls.failed == ()
+
+
+def test_a_machine_that_slowed_down_between_processes_fails_its_control():
+    # Even replicates 30 % faster than odd ones: a variant differs from itself.
+    bench = bench_table(process_jitter=(1.3, 1.0, 1.31, 1.01))
+    controls = evaluate_controls(bench, CONTROLS)
+    failed = {(row.scope, row.metric) for row in controls.failed}
+    assert ("tf:graph even vs odd replicates", "train_samples_per_s") in failed
+    assert ("torch:eager even vs odd replicates", "train_samples_per_s") in failed
+
+
+def test_a_control_needs_an_even_and_an_odd_replicate():
+    controls = evaluate_controls(bench_table(process_jitter=(1.0,)), CONTROLS)
+    assert controls.rows == ()
+    assert any("even and one odd" in note for note in controls.notes)

@@ -53,39 +53,93 @@ def test_committed_report_numbers_trace_to_results_and_runs(html_path):
 
     bench = results[results.source == "bench"]
     for section, metric, column, digits in (
-        ("Training throughput by mode", "train_samples_per_s", "samples/s, median [IQR]", 0.5),
-        ("Peak memory", "peak_memory_mb", "peak memory MB, median [IQR]", 0.05),
+        ("Training throughput by mode", "train_samples_per_s", "samples/s, mean [95 % CI]", 0.5),
+        ("Peak memory", "peak_memory_mb", "claimed memory MB (anonymous peak above baseline on the CPU)", 0.05),
     ):
         rows = markdown_table(markdown, section)
         assert rows, section
         for row in rows:
             values = bench[(bench.model == row["model"]) & (bench.framework == FRAMEWORK_KEYS[row["framework"]])
                            & (bench["mode"] == row["mode"]) & (bench.metric == metric)]
-            assert len(values) == int(row["trials"]), (section, row)
-            assert leading_number(row[column]) == pytest.approx(values.value.median(), abs=digits), (section, row)
+            per_process = values.groupby("replicate").value.mean()
+            assert len(per_process) == int(row["processes"]), (section, row)
+            assert leading_number(row[column]) == pytest.approx(per_process.mean(), abs=digits), (section, row)
 
 
-def test_throughput_table_shows_each_jobs_cv_and_windows_timed(tmp_path):
-    """The trials' CV and the windows a job needed come from the rows; the text states the rule."""
-    from fwbench.reporting.build import bench_sections
+def bench_rows(rates_by_process: dict) -> pd.DataFrame:
+    """(framework, mode) -> a list of processes, each a list of window throughputs (convnet, CPU)."""
     from fwbench.reporting.tables import with_claim_columns
 
     rows = []
-    for framework, mode, rates, windows in (("tf", "graph", [100, 102, 98, 101, 99], 7),
-                                            ("torch", "eager", [100, 120, 80, 110, 90], 15)):
-        for trial, rate in enumerate(rates):
-            rows.append({"framework": framework, "model": "convnet", "mode": mode, "trial": trial, "trials": 5,
-                         "device": "cpu", "train_samples_per_s": rate, "first_step_s": 1.0,
-                         "infer_latency_p50_ms": 1.0, "infer_latency_p95_ms": 1.0, "infer_latency_p99_ms": 1.0,
-                         "infer_samples_per_s": 1.0, "peak_rss_train_mb": 1.0, "steady_cv": 0.05,
-                         "windows_timed": windows})
-    bench = with_claim_columns(pd.DataFrame(rows))
+    position = 0
+    for (framework, mode), processes in rates_by_process.items():
+        for replicate, rates in enumerate(processes):
+            for window, rate in enumerate(rates):
+                rows.append({"framework": framework, "model": "convnet", "mode": mode, "replicate": replicate,
+                             "window": window, "schedule_position": position, "schedule_block": replicate,
+                             "device": "cpu", "train_samples_per_s": rate, "first_step_s": 1.0,
+                             "infer_latency_p50_ms": 1.0, "infer_latency_p95_ms": 1.0, "infer_latency_p99_ms": 1.0,
+                             "infer_samples_per_s": 1.0, "peak_rss_train_mb": 900.0, "peak_device_train_mb": float("nan"),
+                             "peak_anon_train_mb": 50.0 + replicate, "rss_file_after_train_mb": 400.0,
+                             "background_cpu_share": 0.01, "parameter_count": 34826, "flops_per_sample": 1e6})
+            position += 1
+    return with_claim_columns(pd.DataFrame(rows))
+
+
+def test_throughput_table_shows_the_between_and_within_process_spread(tmp_path):
+    from fwbench.reporting.build import bench_sections
+
+    bench = bench_rows({("tf", "graph"): [[100, 110], [200, 220]], ("torch", "eager"): [[100, 100], [100, 100]]})
     section = bench_sections(bench, tmp_path)[0]
     assert section.anchor == "throughput"
     table = section.tables[0]
-    assert table.header[-2:] == ["CV %", "windows timed"]
-    expected_cv = [100 * pd.Series(r).std() / pd.Series(r).mean() for r in ([100, 102, 98, 101, 99],
-                                                                             [100, 120, 80, 110, 90])]
-    assert [float(row[-2]) for row in table.rows] == pytest.approx(expected_cv, abs=0.05)
-    assert [row[-1] for row in table.rows] == ["7", "15"]
-    assert "last 5 had a throughput CV of at most 5 %" in section.paragraphs[1]
+    assert table.header[3:] == ["processes", "samples/s, mean [95 % CI]", "between CV %", "within CV %"]
+    tf_row, torch_row = table.rows
+    assert tf_row[3] == "2"
+    assert leading_number(tf_row[4]) == pytest.approx(157.5, abs=0.5)  # mean of the process means 105, 210
+    assert float(tf_row[5]) == pytest.approx(100 * pd.Series([105, 210]).std() / 157.5, abs=0.05)
+    within = 100 * (pd.Series([100, 110]).std() / 105 + pd.Series([200, 220]).std() / 210) / 2
+    assert float(tf_row[6]) == pytest.approx(within, abs=0.05)
+    assert (torch_row[5], torch_row[6]) == ("0.0", "0.0")
+
+
+def test_every_window_is_listed_in_the_order_the_processes_ran():
+    from fwbench.reporting.build import windows_section
+
+    bench = bench_rows({("tf", "graph"): [[100, 110, 120]], ("torch", "eager"): [[90, 95, 97]]})
+    (table,) = windows_section(bench).tables
+    assert [row[0] for row in table.rows] == ["0", "1"]
+    assert [row[6] for row in table.rows] == ["100, 110, 120", "90, 95, 97"]
+
+
+def report_sections(tmp_path, bench):
+    """The sections build_report would write for these bench rows (controls, warning and all)."""
+    from fwbench.claims import Margins, evaluate_controls
+    from fwbench.reporting.build import controls_section, unsteady_warning
+
+    controls = evaluate_controls(bench, [("tf", "convnet", "graph"), ("torch", "convnet", "eager")])
+    return unsteady_warning(controls), controls_section(controls, Margins())
+
+
+def test_a_failing_aa_control_puts_a_warning_at_the_top_of_the_report(tmp_path):
+    from fwbench.reporting.render import render_html, render_markdown
+
+    # Even processes 30 % faster than odd ones, for the same code: the machine moved.
+    unsteady = bench_rows({("tf", "graph"): [[130, 131], [100, 101], [131, 130], [101, 100]],
+                           ("torch", "eager"): [[100, 100], [100, 101], [101, 100], [100, 100]]})
+    warning, controls = report_sections(tmp_path, unsteady)
+    assert warning is not None
+    text = warning.paragraphs[0]
+    assert "too unsteady" in warning.title and "tf:graph even vs odd replicates on convnet" in text
+    html = render_html("t", [warning, controls])
+    assert html.index("too unsteady") < html.index("A/A controls")
+    assert "class='warning'" in html
+    assert "**Warning: this run's machine was too unsteady" in render_markdown("t", [warning, controls], tmp_path)
+
+
+def test_steady_controls_put_no_warning_in_the_report(tmp_path):
+    steady = bench_rows({("tf", "graph"): [[100, 101], [100, 100], [101, 100], [100, 100]],
+                         ("torch", "eager"): [[100, 100], [100, 101], [101, 100], [100, 100]]})
+    warning, controls = report_sections(tmp_path, steady)
+    assert warning is None
+    assert {row[-1] for row in controls.tables[0].rows} <= {"no meaningful difference", "inconclusive"}

@@ -2,15 +2,18 @@
 
 Each measurable claim is tested per condition (device x model x pairing of
 execution modes, or export format, or nothing more than the model for
-accuracy) with fwbench.stats: an effect size, its bootstrap interval and a
-verdict. A claim then gets one overall line: how many conditions each verdict
+accuracy) with fwbench.stats: an effect size, its interval over independent
+processes (bench replicates, training seeds) and a verdict against a
+practical margin (speed, memory, accuracy: `Margins`). A claim then gets one overall line: how many conditions each verdict
 held in and where it flips. A claim whose data is absent (no GPU rows, no
 export table) is "not measured here", with the reason, never guessed. Claims
 about things a benchmark cannot observe are listed in UNMEASURED_CLAIMS.
 
 Table schemas (the bench, evaluate and export steps write these; extra columns
 are ignored):
-- bench: one row per device x framework x model x mode x trial, BENCH_COLUMNS.
+- bench: one row per device x framework x model x mode x replicate x window,
+  BENCH_COLUMNS; a replicate is one process, and its windows are averaged
+  into one value before any interval is built.
 - accuracy: one row per framework x model x seed, ACCURACY_COLUMNS;
   test_accuracy is a fraction in [0, 1]. An optional `device` column splits
   the conditions by device.
@@ -31,14 +34,16 @@ from pandas.api.types import is_numeric_dtype
 
 from fwbench import stats
 from fwbench.errors import DataError
-from fwbench.stats import A_BETTER, DIFFERENCE, EQUIVALENT, RATIO, VERDICTS
+from fwbench.stats import A_BETTER, DIFFERENCE, EQUIVALENT, RATIO, SUPPORTED, CONTRADICTED, VERDICTS
 
 BENCH_COLUMNS = (
-    "device", "framework", "model", "mode", "trial",
+    "device", "framework", "model", "mode", "replicate", "window",
     "train_samples_per_s", "first_step_s", "infer_latency_p50_ms", "infer_throughput_samples_per_s",
     "peak_memory_mb", "parameter_count", "flops_per_sample",
 )
-BENCH_NUMERIC = BENCH_COLUMNS[5:]
+BENCH_NUMERIC = BENCH_COLUMNS[6:]
+# The bench table's independent unit: one process of a variant.
+PROCESS_COLUMN = "replicate"
 ACCURACY_COLUMNS = ("framework", "model", "seed", "test_accuracy")
 EXPORT_COLUMNS = (
     "framework", "model", "seed", "export_format",
@@ -52,6 +57,12 @@ NOT_MEASURED = "not measured here"
 # of the same framework differ by on MNIST-like data; a framework difference
 # smaller than that is no difference in what the model learns.
 EQUIVALENCE_MARGIN = 0.015
+# A speed or memory ratio within [1/1.05, 1.05] is no difference that matters (config claims.*_margin).
+SPEED_MARGIN = 0.05
+MEMORY_MARGIN = 0.05
+SPEED, MEMORY, ACCURACY = "speed", "memory", "accuracy"
+# A/A controls: a variant against itself, which must not come out supported or contradicted.
+FAILED_CONTROL_VERDICTS = (SUPPORTED, CONTRADICTED)
 ACCURACY_RANGE = (0.0, 1.0)
 # torch reports "cuda" (also on ROCm), Keras' adapter "cuda" as well; "gpu" for
 # tables written by other tools.
@@ -90,6 +101,19 @@ class Metric:
     column: str
     higher_is_better: bool
     kind: str = RATIO
+    margin: str = SPEED  # which practical margin judges it: SPEED, MEMORY or ACCURACY
+
+
+@dataclass(frozen=True)
+class Margins:
+    """The practical margins: a ratio within [1/(1+m), 1+m], or a difference within [-m, m], does not matter."""
+
+    speed: float = SPEED_MARGIN
+    memory: float = MEMORY_MARGIN
+    accuracy: float = EQUIVALENCE_MARGIN
+
+    def of(self, metric: Metric) -> float:
+        return {SPEED: self.speed, MEMORY: self.memory, ACCURACY: self.accuracy}[metric.margin]
 
 
 @dataclass(frozen=True)
@@ -147,13 +171,13 @@ class ClaimResult:
 
 
 THROUGHPUT = Metric("train_samples_per_s", higher_is_better=True)
-PEAK_MEMORY = Metric("peak_memory_mb", higher_is_better=False)
-TEST_ACCURACY = Metric("test_accuracy", higher_is_better=True, kind=DIFFERENCE)
+PEAK_MEMORY = Metric("peak_memory_mb", higher_is_better=False, margin=MEMORY)
+TEST_ACCURACY = Metric("test_accuracy", higher_is_better=True, kind=DIFFERENCE, margin=ACCURACY)
 EXPORT_METRICS = (
-    Metric("export_size_mb", higher_is_better=False),
+    Metric("export_size_mb", higher_is_better=False, margin=MEMORY),
     Metric("load_time_s", higher_is_better=False),
     Metric("first_prediction_ms", higher_is_better=False),
-    Metric("prediction_parity", higher_is_better=True, kind=DIFFERENCE),
+    Metric("prediction_parity", higher_is_better=True, kind=DIFFERENCE, margin=ACCURACY),
 )
 
 TF_GRAPH_VS_TORCH_EAGER = Pairing(Arm("tf", "graph"), Arm("torch", "eager"))
@@ -173,8 +197,9 @@ CLAIMS = (
     Claim(
         "1b", "... especially for large models (TensorFlow's speed advantage grows with model size).",
         (THROUGHPUT,), TF_VS_TORCH_MODES,
-        "device x mode pairing; the tf/torch throughput ratio of the largest model (FLOPs per sample) "
-        "over that of the smallest",
+        "device x mode pairing; the least-squares slope of log(tf/torch throughput ratio) on "
+        "log(FLOPs per sample) over every model, read as the fitted change of the ratio from the "
+        "smallest to the largest model",
     ),
     Claim(
         "2", "PyTorch's dynamic graph can be slower, and its JIT compilation (today torch.compile) recovers speed.",
@@ -186,7 +211,8 @@ CLAIMS = (
     Claim(
         "3", "TensorFlow uses less memory than PyTorch.",
         (PEAK_MEMORY,), TF_VS_TORCH_MODES,
-        "device x model x mode pairing; peak memory of the training process",
+        "device x model x mode pairing; peak anonymous memory of training above the process's baseline "
+        "after the framework import and data load (CPU), peak device allocation (GPU)",
     ),
     Claim(
         "4", "Both frameworks have mature GPU support; PyTorch does especially well on GPUs with many CUDA cores.",
@@ -230,9 +256,7 @@ UNMEASURED_CLAIMS = (
 @dataclass(frozen=True)
 class _Settings:
     confidence: float
-    n_boot: int
-    seed: int
-    equivalence_margin: float
+    margins: Margins
 
 
 class _NotMeasured(Exception):
@@ -245,9 +269,7 @@ def evaluate_claims(
     export_df: pd.DataFrame | None = None,
     *,
     confidence: float = stats.DEFAULT_CONFIDENCE,
-    n_boot: int = stats.DEFAULT_N_BOOT,
-    seed: int = stats.DEFAULT_SEED,
-    equivalence_margin: float = EQUIVALENCE_MARGIN,
+    margins: Margins = Margins(),
 ) -> list[ClaimResult]:
     """One ClaimResult per entry of CLAIMS, in order; a missing or empty table makes its claims "not measured here"."""
     tables = {
@@ -256,7 +278,9 @@ def evaluate_claims(
         "export": _checked_table(export_df, EXPORT_COLUMNS, EXPORT_NUMERIC, "export"),
     }
     _check_accuracy_range(tables["accuracy"])
-    settings = _Settings(confidence, n_boot, seed, equivalence_margin)
+    for name in ("speed", "memory", "accuracy"):
+        stats.check_margin(getattr(margins, name), f"claims.{name}_margin")
+    settings = _Settings(confidence, margins)
     return [_evaluate(claim, tables, settings) for claim in CLAIMS]
 
 
@@ -323,13 +347,21 @@ def is_gpu(device: str) -> bool:
 
 
 def _arm_values(table: pd.DataFrame, model: str, arm: Arm, column: str, extra: dict | None = None) -> np.ndarray:
-    """The measured values of one arm for one model (NaN dropped: a missing measurement is no sample)."""
+    """One value per independent unit of one arm for one model (NaN dropped: a missing measurement is no sample).
+
+    Bench rows (they have a replicate column) are averaged per process: the
+    windows of one process are not independent trials. Accuracy and export
+    rows are one per seed already.
+    """
     mask = (table["model"] == model) & (table["framework"] == arm.framework)
     if arm.mode is not None:
         mask &= table["mode"] == arm.mode
     for key, value in (extra or {}).items():
         mask &= table[key] == value
-    return table.loc[mask, column].dropna().to_numpy(dtype=float)
+    rows = table.loc[mask]
+    if PROCESS_COLUMN in table.columns:
+        return rows.groupby(PROCESS_COLUMN, sort=True)[column].mean().dropna().to_numpy(dtype=float)
+    return rows[column].dropna().to_numpy(dtype=float)
 
 
 def _row(comparison: stats.Comparison, verdict: str, scope: str, device: str, model: str,
@@ -343,8 +375,11 @@ def _row(comparison: stats.Comparison, verdict: str, scope: str, device: str, mo
 
 
 def _compare(a: np.ndarray, b: np.ndarray, metric: Metric, settings: _Settings) -> stats.Comparison:
-    return stats.compare(a, b, metric.higher_is_better, kind=metric.kind, confidence=settings.confidence,
-                         n_boot=settings.n_boot, seed=settings.seed)
+    return stats.compare(a, b, metric.higher_is_better, kind=metric.kind, confidence=settings.confidence)
+
+
+def _verdict(comparison: stats.Comparison, claim: Claim, metric: Metric, settings: _Settings) -> str:
+    return stats.verdict(comparison, claim.direction, settings.margins.of(metric))
 
 
 def _missing_note(missing: dict[tuple[str, str], list[str]]) -> list[str]:
@@ -366,7 +401,7 @@ def _pairing_rows(claim: Claim, bench: pd.DataFrame, devices: list[str], setting
                             missing.setdefault((device, arm.label), []).append(model)
                     if a.size and b.size:
                         comparison = _compare(a, b, metric, settings)
-                        rows.append(_row(comparison, stats.verdict(comparison, claim.direction), pairing.label,
+                        rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), pairing.label,
                                          device, model, pairing.label, metric.column))
     return rows, _missing_note({key: _unique(models) for key, models in missing.items()})
 
@@ -385,17 +420,27 @@ def _model_size(table: pd.DataFrame, model: str) -> float:
     return float("nan")
 
 
-def _trend_words(ratios: list[float]) -> str:
-    steps = np.diff(ratios)
-    if (steps > 0).all():
-        return "rises with size"
-    if (steps < 0).all():
-        return "falls with size"
-    return "no monotonic trend"
+def size_slope_coefficients(sizes: list[float]) -> np.ndarray:
+    """Weights c_m with sum_m c_m * y_m = fitted change of y from the smallest to the largest size.
+
+    The least-squares slope of y on log(size) is sum_m (x_m - mean x) y_m /
+    sum_m (x_m - mean x)^2 with x = log(size); times the span of x it is the
+    change of the fitted line across the models measured.
+    """
+    x = np.log(np.asarray(sizes, dtype=float))
+    centred = x - x.mean()
+    return centred / float((centred ** 2).sum()) * float(x.max() - x.min())
 
 
 def evaluate_size_trend(claim: Claim, tables: dict, settings: _Settings):
-    """Per device x pairing: does a's advantage grow from the smallest to the largest model?"""
+    """Per device x pairing: does a's advantage grow with model size, across every model?
+
+    One test: the least-squares line of log(a/b) on log(FLOPs per sample) over
+    all models with data on both sides; its fitted change from the smallest to
+    the largest model is a contrast of the arms' log process means, with the
+    same interval and margin as any speed ratio. The detail line lists the
+    per-model ratios the line is fitted to, and the fitted change.
+    """
     bench = _require(tables["bench"], "bench")
     metric = claim.metrics[0]
     rows, notes = [], []
@@ -413,16 +458,23 @@ def evaluate_size_trend(claim: Claim, tables: dict, settings: _Settings):
                 notes.append(f"{device}, {pairing.label}: fewer than two model sizes with data on both sides")
                 continue
             order = sorted(samples, key=lambda name: samples[name][0])
-            ratios = [samples[m][1].mean() / samples[m][2].mean() for m in order]
-            listing = ", ".join(f"{m} {r:.3g}" for m, r in zip(order, ratios))
-            notes.append(f"{device}, {pairing.label}: ratio of means by model size: {listing} ({_trend_words(ratios)})")
-            small, large = order[0], order[-1]
-            comparison = stats.compare_interaction(
-                samples[large][1], samples[large][2], samples[small][1], samples[small][2],
-                metric.higher_is_better, confidence=settings.confidence, n_boot=settings.n_boot, seed=settings.seed,
+            weights = size_slope_coefficients([samples[m][0] for m in order])
+            groups, coefficients = [], []
+            for model, weight in zip(order, weights):
+                groups += [samples[model][1], samples[model][2]]
+                coefficients += [weight, -weight]
+            comparison = stats.contrast(groups, coefficients, metric.higher_is_better, kind=RATIO,
+                                        confidence=settings.confidence)
+            verdict = _verdict(comparison, claim, metric, settings)
+            ratios = ", ".join(f"{m} {stats.compare(samples[m][1], samples[m][2], True).estimate:.3g}"
+                               for m in order)
+            notes.append(
+                f"{device}, {pairing.label}: ratio by model size (FLOPs per sample): {ratios}; the least-squares "
+                f"line of log ratio on log FLOPs changes the ratio by {comparison.estimate:.3g}x "
+                f"[{comparison.ci_low:.3g}, {comparison.ci_high:.3g}] from {order[0]} to {order[-1]}: {verdict}"
             )
-            rows.append(_row(comparison, stats.verdict(comparison, claim.direction), pairing.label, device,
-                             f"{large} vs {small}", pairing.label, metric.column))
+            rows.append(_row(comparison, verdict, pairing.label, device,
+                             f"{len(order)} models, {order[0]} to {order[-1]}", pairing.label, metric.column))
     return rows, notes
 
 
@@ -456,11 +508,9 @@ def _gpu_over_cpu_rows(claim: Claim, bench: pd.DataFrame, gpus: list[str], setti
                           for table in (gpu_table, cpu) for arm in (pairing.a, pairing.b)]
                 if min(group.size for group in groups) == 0:
                     continue
-                comparison = stats.compare_interaction(
-                    *groups, metric.higher_is_better,
-                    confidence=settings.confidence, n_boot=settings.n_boot, seed=settings.seed,
-                )
-                rows.append(_row(comparison, stats.verdict(comparison, claim.direction), scope,
+                comparison = stats.contrast(groups, [1.0, -1.0, -1.0, 1.0], metric.higher_is_better, kind=RATIO,
+                                            confidence=settings.confidence)
+                rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), scope,
                                  f"{gpu} vs {CPU_DEVICE}", model, pairing.label, metric.column))
     return rows
 
@@ -491,7 +541,7 @@ def evaluate_export_claim(claim: Claim, tables: dict, settings: _Settings):
                             continue
                         modes = f"{pairing.a.framework}:{format_a} vs {pairing.b.framework}:{format_b}"
                         comparison = _compare(a, b, metric, settings)
-                        rows.append(_row(comparison, stats.verdict(comparison, claim.direction),
+                        rows.append(_row(comparison, _verdict(comparison, claim, metric, settings),
                                          f"{metric.column}, {modes}", device, model, modes, metric.column))
     return rows, notes
 
@@ -500,7 +550,7 @@ def evaluate_parity_claim(claim: Claim, tables: dict, settings: _Settings):
     """Per device x model: tf minus torch test accuracy, equivalent within the margin?"""
     accuracy = _require(tables["accuracy"], "accuracy")
     pairing, metric = claim.pairings[0], claim.metrics[0]
-    scope = f"{pairing.label} {metric.column} (equivalence margin ±{settings.equivalence_margin:g})"
+    scope = f"{pairing.label} {metric.column} (equivalence margin ±{settings.margins.accuracy:g})"
     rows, notes = [], []
     for device in _devices(accuracy):
         table = _on_device(accuracy, device)
@@ -511,8 +561,8 @@ def evaluate_parity_claim(claim: Claim, tables: dict, settings: _Settings):
                 notes.append(f"no accuracy of {model} on {device} for both frameworks")
                 continue
             comparison = _compare(a, b, metric, settings)
-            verdict = stats.verdict(comparison, EQUIVALENT, margin=settings.equivalence_margin)
-            rows.append(_row(comparison, verdict, scope, device, model, pairing.label, metric.column))
+            rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), scope, device, model,
+                             pairing.label, metric.column))
     return rows, notes
 
 
@@ -525,6 +575,57 @@ EVALUATORS = {
     "5": evaluate_export_claim,
     "6": evaluate_parity_claim,
 }
+
+
+CONTROL_METRICS = (THROUGHPUT, PEAK_MEMORY)
+
+
+@dataclass(frozen=True)
+class ControlResults:
+    """The A/A controls: conditions judged like claims, and notes on controls that could not be judged."""
+
+    rows: tuple[ConditionResult, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[ConditionResult, ...]:
+        """Controls that found a difference between a variant and itself: the machine was too unsteady."""
+        return tuple(row for row in self.rows if row.verdict in FAILED_CONTROL_VERDICTS)
+
+
+def evaluate_controls(bench_df: pd.DataFrame | None, controls, *, confidence: float = stats.DEFAULT_CONFIDENCE,
+                      margins: Margins = Margins()) -> ControlResults:
+    """A/A: each control variant (framework, model, mode) split by process, even replicates against odd ones.
+
+    Judged with the speed and memory margins like any claim of "a is better";
+    both sides are the same code, so "supported" or "contradicted" means the
+    machine moved more between processes than the intervals allow for.
+    """
+    bench = _checked_table(bench_df, BENCH_COLUMNS, BENCH_NUMERIC, "bench")
+    if bench is None:
+        return ControlResults((), ("no bench table: no control measured",))
+    settings = _Settings(confidence, margins)
+    rows, notes = [], []
+    for device in _devices(bench):
+        table = _on_device(bench, device)
+        for framework, model, mode in controls:
+            variant = table[(table["framework"] == framework) & (table["model"] == model) & (table["mode"] == mode)]
+            even = variant[variant[PROCESS_COLUMN] % 2 == 0]
+            odd = variant[variant[PROCESS_COLUMN] % 2 == 1]
+            label = f"{framework}:{mode} even vs odd replicates"
+            if even.empty or odd.empty:
+                notes.append(f"{device} | {model} | {label}: needs at least one even and one odd replicate")
+                continue
+            arm = Arm(framework, mode)
+            for metric in CONTROL_METRICS:
+                a = _arm_values(even, model, arm, metric.column)
+                b = _arm_values(odd, model, arm, metric.column)
+                if not (a.size and b.size):
+                    continue
+                comparison = _compare(a, b, metric, settings)
+                verdict = stats.verdict(comparison, A_BETTER, margins.of(metric))
+                rows.append(_row(comparison, verdict, label, device, model, label, metric.column))
+    return ControlResults(tuple(rows), tuple(notes))
 
 
 def overall_line(rows: list[ConditionResult]) -> str:

@@ -93,7 +93,7 @@ def _one_line_hydra_error(error: Exception, overrides: list[str]) -> str:
         if f"'{key}'" in message and ("not in struct" in message or "Could not override" in message):
             return (
                 f"unknown override key '{key}' in '{override}': it is not in the config tree "
-                f"(top-level keys: dataset, model, framework, trainer, experiment, seed, threads, paths)"
+                f"(top-level keys: dataset, model, framework, trainer, bench, experiment, claims, tracking, seed, threads, paths)"
             )
     return f"invalid overrides {overrides}: {message}"
 
@@ -139,6 +139,10 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         raise ConfigError("experiment.seeds is empty: list at least one non-negative integer seed")
     for seed in cfg.experiment.seeds:
         _check_non_negative_int("experiment.seeds", seed)
+    for key in ("speed_margin", "memory_margin", "accuracy_margin", "confidence"):
+        value = cfg.claims[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+            raise ConfigError(f"claims.{key}={value!r} is invalid: accepted is a number in (0, 1), e.g. 0.05")
 
 
 def _check_positive_number(key: str, value: object) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
+from fwbench.bench import control_variants
 from fwbench.bench.timing import coefficient_of_variation
 from fwbench.config import report_dir
 from fwbench.models import flatten_size
@@ -21,7 +22,7 @@ from fwbench.reporting.tables import (
     bench_table, curves_table, export_table, load_runs, results_long, subset, training_table,
 )
 from fwbench.runtime import write_text_atomic
-from fwbench.stats import mean_ci, median_iqr
+from fwbench.stats import mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ FIGURES = {
 }
 # The article's chapter-6 network as printed flattens 16 feature maps of 6x6.
 ARTICLE_LENET_FLATTEN = 16 * 6 * 6
+CLAIMS_TABLE = "claims.csv"
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -69,7 +71,7 @@ def model_framework_groups(table: pd.DataFrame, models: list[str]):
 
 # --- sections -----------------------------------------------------------------
 
-def summary_section(results: list) -> Section:
+def summary_section(results: list, margins: claim_catalogue.Margins, confidence: float) -> Section:
     rows = []
     for result in results:
         if result.status == claim_catalogue.NOT_MEASURED:
@@ -83,12 +85,52 @@ def summary_section(results: list) -> Section:
         rows.append([claim.id, claim.text, "not measured by this pipeline", claim.reason])
     return Section(
         "summary", "Summary: the article's claims and this run's verdicts",
-        ["Each claim is tested per condition (device x model x mode pairing) with a 95 % bootstrap interval "
-         "of the ratio or difference between the frameworks; a condition's verdict is 'supported' when the "
-         "interval excludes no effect in the claimed direction, 'contradicted' when it excludes it the other "
-         "way, 'inconclusive' otherwise. The verdict cell counts conditions; the detail column says where "
-         "the verdict flips."],
+        [f"Each claim is tested per condition (device x model x mode pairing) with a {100 * confidence:g} % "
+         "interval of the ratio (or difference) between the frameworks, built over independent processes: "
+         "bench processes for speed and memory, training seeds for accuracy and export; windows inside one "
+         "process are averaged first, never counted as trials. Practical margins: speed "
+         f"±{100 * margins.speed:g} %, memory ±{100 * margins.memory:g} % (a ratio within "
+         f"[1/{1 + margins.speed:g}, {1 + margins.speed:g}] does not matter), accuracy "
+         f"±{100 * margins.accuracy:g} points. A condition is 'supported' when its whole interval lies beyond "
+         "the margin in the claimed direction, 'contradicted' when it lies beyond it the other way, "
+         "'no meaningful difference' when it lies wholly inside the margin, 'inconclusive' otherwise. The "
+         "verdict cell counts conditions; the detail column says where the verdict flips."],
         [Table(["claim", "the article says", "verdict (conditions)", "detail"], rows, "claims", verdict_columns=(2,))],
+    )
+
+
+def controls_section(controls: claim_catalogue.ControlResults, margins: claim_catalogue.Margins) -> Section:
+    rows = [
+        [r.device, r.model, r.scope, r.metric, f"{fmt(r.estimate, 3)} [{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]",
+         f"{r.n_a} / {r.n_b}", r.verdict]
+        for r in controls.rows
+    ]
+    return Section(
+        "controls", "A/A controls: each framework's default mode against itself",
+        ["Each framework's default mode on the control model runs an even number of processes; its even "
+         "replicates are compared with its odd ones like any claim (throughput with the speed margin "
+         f"±{100 * margins.speed:g} %, anonymous memory with ±{100 * margins.memory:g} %). Both sides are the "
+         "same code, so a control must come out 'no meaningful difference' or 'inconclusive'; 'supported' "
+         "or 'contradicted' means this machine moved more between processes than the intervals allow.",
+         *controls.notes],
+        [Table(["device", "model", "control", "metric", "ratio [95 % CI]", "processes a / b", "verdict"], rows,
+               verdict_columns=(6,))],
+    )
+
+
+def unsteady_warning(controls: claim_catalogue.ControlResults) -> Section | None:
+    """The report's first section when an A/A control failed: its verdicts are not to be trusted."""
+    failed = controls.failed
+    if not failed:
+        return None
+    named = "; ".join(f"{r.scope} on {r.model} ({r.metric}): {r.verdict}, ratio {fmt(r.estimate, 3)} "
+                      f"[{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]" for r in failed)
+    return Section(
+        "unsteady", "Warning: this run's machine was too unsteady for its verdicts",
+        [f"An A/A control found a difference between a variant and itself, so this run's machine changed "
+         f"more between processes than the intervals allow, and the speed and memory verdicts below may "
+         f"describe the machine rather than the frameworks. Failed: {named}. Rerun on an idle machine."],
+        css_class="warning",
     )
 
 
@@ -145,74 +187,111 @@ def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Secti
     )
 
 
-def bench_summary_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], extra=None) -> list[list[str]]:
-    """One row per job: median [IQR] of each metric over its trials, then `extra(group)`'s cells."""
+def process_values(group: pd.DataFrame, metric: str) -> pd.Series:
+    """One value per process (replicate) of a variant: the mean of its windows."""
+    return group.groupby("replicate")[metric].mean().dropna()
+
+
+def cv_percent(values) -> str:
+    return fmt(100 * coefficient_of_variation(values), 1)
+
+
+def over_processes_cell(group: pd.DataFrame, metric: str, digits: int) -> str:
+    """Mean over the variant's processes with its 95 % t interval: `mean [low–high]`."""
+    ci = mean_ci(process_values(group, metric))
+    return f"{fmt(ci.mean, digits)} [{fmt(ci.low, digits)}–{fmt(ci.high, digits)}]"
+
+
+def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
+    """The mean CV of the windows inside one process."""
+    per_process = [coefficient_of_variation(rows[metric].dropna()) for _, rows in group.groupby("replicate")]
+    per_process = [cv for cv in per_process if math.isfinite(cv)]
+    return fmt(100 * sum(per_process) / len(per_process), 1) if per_process else "n/a"
+
+
+def variant_groups(bench: pd.DataFrame):
+    return bench.groupby(["model", "framework", "mode"], sort=False)
+
+
+def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], within: bool) -> list[list[str]]:
+    """One row per variant: processes, then per metric its mean [95 % CI over processes] and between-process
+    CV, and (for metrics measured per window) the within-process CV."""
     rows = []
-    for (model, framework, mode), group in bench.groupby(["model", "framework", "mode"], sort=False):
-        cells = []
+    for (model, framework, mode), group in variant_groups(bench):
+        cells = [model, framework_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
-            summary = median_iqr(group[metric].dropna())
-            cells.append(f"{fmt(summary.median, digits)} [{fmt(summary.q1, digits)}–{fmt(summary.q3, digits)}]")
-        rows.append([model, framework_name(framework), mode, str(len(group)), *cells, *(extra(group) if extra else [])])
+            cells += [over_processes_cell(group, metric, digits), cv_percent(process_values(group, metric))]
+            if within:
+                cells.append(within_cv_cell(group, metric))
+        rows.append(cells)
     return rows
 
 
-STABILITY_HEADER = ["CV %", "windows timed"]
-
-
-def stability_cells(group: pd.DataFrame) -> list[str]:
-    """The trials' throughput CV, and how many windows the job timed to get them."""
-    cv = coefficient_of_variation(group["train_samples_per_s"])
-    return [fmt(100 * cv, 1), str(int(group["windows_timed"].iloc[0]))]
-
-
-def stability_text(bench: pd.DataFrame) -> str:
-    """How the trials were chosen, from the steady-state settings the jobs recorded."""
-    steady_cvs = sorted(set(bench["steady_cv"].dropna()))
-    if not steady_cvs:
-        return "Each job's trials are all the windows it timed."
-    trials = int(bench["trials"].max())
-    limits = ", ".join(f"{100 * cv:g} %" for cv in steady_cvs)
-    return (f"Each job timed windows until its last {trials} had a throughput CV of at most {limits} "
-            f"(steady state), or until bench.max_windows; its trials are those last windows. A CV above "
-            f"that limit means the machine's speed never held still for {trials} windows in that job.")
+BENCH_TEXT = ("Every number is the mean over the variant's processes (each process the mean of its windows) "
+              "with a 95 % t interval over processes; 'between CV' is the CV of the process means (how far a "
+              "new process moves), 'within CV' the mean CV of the windows inside one process.")
 
 
 def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section]:
     specs = [
-        ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)],
-         ["samples/s, median [IQR]"], "train_samples_per_s", "training throughput (samples/s)", False,
-         "Training throughput over windows of a fixed number of steps after untimed warm-up steps; "
-         "one bench job per framework x model x mode, run alone; repeated trials."),
-        ("first-step", "Compile and first-step overhead", [("first_step_s", 3)],
-         ["time to first step s, median [IQR]"], "first_step_s", "time to first step (s)", True,
+        ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)], True,
+         ["samples/s, mean [95 % CI]"], "train_samples_per_s", "training throughput (samples/s)", False,
+         "Training throughput over a fixed number of windows of a fixed number of steps after untimed "
+         "warm-up steps, in every process of a variant; the processes of all variants ran one at a time, "
+         "in the interleaved order of the schedule below. Every window is listed in 'Every window'."),
+        ("first-step", "Compile and first-step overhead", [("first_step_s", 3)], False,
+         ["time to first step s, mean [95 % CI]"], "first_step_s", "time to first step (s)", True,
          "Time from a fresh model to the end of its first training step: tracing, graph building and "
-         "compilation (XLA, torch.compile) land here, reported apart from throughput."),
-        ("latency", "Inference latency", [("infer_latency_p50_ms", 3), ("infer_latency_p95_ms", 3),
-                                          ("infer_latency_p99_ms", 3), ("infer_throughput_samples_per_s", 0)],
-         ["p50 ms", "p95 ms", "p99 ms", "large-batch samples/s"], "infer_latency_p50_ms",
-         "batch-1 latency p50 (ms)", True,
-         "Inference at batch 1 (percentiles over many calls) and throughput at a large batch."),
-        ("memory", "Peak memory", [("peak_memory_mb", 1)], ["peak memory MB, median [IQR]"],
-         "peak_memory_mb", "peak memory (MB)", False,
-         "Peak memory of the bench process: resident set size on the CPU, the framework's peak device "
-         "allocation on a GPU."),
+         "compilation (XLA, torch.compile) land here, reported apart from throughput; once per process."),
+        ("latency", "Inference latency", [("infer_latency_p50_ms", 3), ("infer_latency_p99_ms", 3),
+                                          ("infer_throughput_samples_per_s", 0)], True,
+         ["p50 ms", "p99 ms", "large-batch samples/s"], "infer_latency_p50_ms", "batch-1 latency p50 (ms)", True,
+         "Inference at batch 1 (percentiles over many calls, after each training window) and throughput at a "
+         "large batch."),
+        ("memory", "Peak memory", [("peak_memory_mb", 1), ("peak_rss_train_mb", 0), ("rss_file_after_train_mb", 0)],
+         False, ["claimed memory MB (anonymous peak above baseline on the CPU)", "total peak RSS MB (reference)",
+                 "of it mapped files MB"], "peak_memory_mb", "peak memory (MB)", False,
+         "Claim 3 is judged on memory that the code owns: on the CPU the peak of anonymous memory (RssAnon) "
+         "above the process's baseline right after the framework import and the data load, sampled in an "
+         "untimed phase after the timed windows; on a GPU the framework's peak device allocation. The total "
+         "peak RSS and its file-backed part are shown for reference only: the mapped library files' residency "
+         "follows the page cache (a freshly installed environment maps more of them), not the code."),
     ]
     sections = []
-    for anchor, title, metrics, headers, figure_metric, ylabel, log_scale, text in specs:
+    for anchor, title, metrics, within, headers, figure_metric, ylabel, log_scale, text in specs:
         figure_path = figure_dir / FIGURES[anchor.replace("-", "_")]
         figure = figures.bench_figure(bench, figure_metric, ylabel, title, figure_path, log_scale)
         if bench is None:
             sections.append(Section(anchor, title, ["Not measured in this run: no bench results."], [], [(figure, title)]))
             continue
-        present = [(m, d) for m, d in metrics if m in bench.columns]
-        header = ["model", "framework", "mode", "trials", *[h for (m, _), h in zip(metrics, headers) if m in bench.columns]]
-        paragraphs, extra = [text], None
-        if anchor == "throughput" and "windows_timed" in bench.columns:
-            paragraphs, extra, header = [text, stability_text(bench)], stability_cells, header + STABILITY_HEADER
-        rows = bench_summary_rows(bench, present, extra)
-        sections.append(Section(anchor, title, paragraphs, [Table(header, rows)], [(figure, title)]))
+        header = ["model", "framework", "mode", "processes"]
+        for (metric, _), name in zip(metrics, headers):
+            header += [name, "between CV %"] + (["within CV %"] if within else [])
+        rows = bench_metric_rows(bench, metrics, within)
+        sections.append(Section(anchor, title, [text, BENCH_TEXT], [Table(header, rows)], [(figure, title)]))
     return sections
+
+
+def windows_section(bench: pd.DataFrame | None) -> Section:
+    """Every timed window of every process, in the order the processes ran: nothing is selected."""
+    if bench is None:
+        return Section("windows", "Every window", ["Not measured in this run: no bench results."])
+    processes = bench.sort_values(["schedule_position", "window"]).groupby("schedule_position", sort=True)
+    rows = []
+    for position, group in processes:
+        first = group.iloc[0]
+        rates = ", ".join(f"{value:,.0f}" for value in group["train_samples_per_s"])
+        rows.append([str(position), str(first["schedule_block"]), first["model"], framework_name(first["framework"]),
+                     first["mode"], str(first["replicate"]), rates,
+                     fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1)])
+    return Section(
+        "windows", "Every window, in the order the processes ran",
+        ["The schedule (randomised blocks: each block runs every variant once, shuffled) and every timed "
+         "window's training throughput, as measured; the intervals above average each process's windows "
+         "first. 'others %' is the share of the machine other processes took while the process measured."],
+        [Table(["place", "block", "model", "framework", "mode", "replicate", "samples/s of each window",
+                "claimed memory MB", "others %"], rows)],
+    )
 
 
 def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
@@ -235,7 +314,7 @@ def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
     )
 
 
-def claim_details_section(results: list) -> Section:
+def claim_details_section(results: list, confidence: float) -> Section:
     frame = claim_catalogue.conditions_frame(results)
     rows = [
         [r.claim, r.label, r.metric, f"{fmt(r.estimate, 3)} [{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]",
@@ -245,9 +324,10 @@ def claim_details_section(results: list) -> Section:
     notes = [f"Claim {r.claim_id}: {note}" for r in results for note in r.notes]
     return Section(
         "claims", "Claims in detail",
-        ["Per condition: the estimate (ratio a/b, or difference a−b for accuracy) with its 95 % bootstrap "
-         "interval, the number of samples on each side, and the verdict.", *notes],
-        [Table(["claim", "condition", "metric", "estimate [95 % CI]", "n a / b", "verdict"], rows,
+        [f"Per condition: the estimate (ratio a/b of geometric means over processes, or difference a−b for "
+         f"accuracy) with its {100 * confidence:g} % Welch t interval over independent processes (bench "
+         "processes, or seeds), the number of processes on each side, and the verdict.", *notes],
+        [Table(["claim", "condition", "metric", "estimate [95 % CI]", "processes a / b", "verdict"], rows,
                verdict_columns=(5,))],
     )
 
@@ -301,8 +381,10 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
     run_rows += [[framework_name(r.framework), r.model, f"seed {r.seed}", "evaluate", r.evaluate_run_id or "n/a"]
                  for r in training.itertuples()]
     if bench is not None and "mlflow_run_id" in bench.columns:
-        for (framework, model, mode), group in bench.groupby(["framework", "model", "mode"], sort=False):
-            run_rows.append([framework_name(framework), model, mode, "bench", str(group["mlflow_run_id"].iloc[0])])
+        for (framework, model, mode, replicate), group in bench.groupby(["framework", "model", "mode", "replicate"],
+                                                                        sort=False):
+            run_rows.append([framework_name(framework), model, f"{mode}, replicate {replicate}", "bench",
+                             str(group["mlflow_run_id"].iloc[0])])
     return Section(
         "provenance", "Provenance",
         ["Every number above is computed from results.csv beside this report (one row per measured value, "
@@ -336,22 +418,41 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     bench = bench_table(bench_path) if bench_path else None
     models = list(cfg.experiment.models)
     accuracy = training[list(claim_catalogue.ACCURACY_COLUMNS)]
-    claim_results = claim_catalogue.evaluate_claims(bench, accuracy, exports)
+    margins = claim_catalogue.Margins(cfg.claims.speed_margin, cfg.claims.memory_margin, cfg.claims.accuracy_margin)
+    confidence = cfg.claims.confidence
+    claim_results = claim_catalogue.evaluate_claims(bench, accuracy, exports, confidence=confidence, margins=margins)
+    controls = claim_catalogue.evaluate_controls(bench, control_variants(cfg), confidence=confidence, margins=margins)
+    warning = unsteady_warning(controls)
+    if warning:
+        log.warning("%s", warning.paragraphs[0])
     sections = [
-        summary_section(claim_results),
+        *([warning] if warning else []),
+        summary_section(claim_results, margins, confidence),
+        controls_section(controls, margins),
         accuracy_section(training, curves, models, figure_dir),
         time_to_accuracy_section(training, models),
         *bench_sections(bench, figure_dir),
+        windows_section(bench),
         export_section(exports, models),
-        claim_details_section(claim_results),
+        claim_details_section(claim_results, confidence),
         article_section(config_dir),
         provenance_section(cfg, runs, training, bench, tracking_summary(cfg)),
     ]
     title = f"fwbench: TensorFlow vs PyTorch — {cfg.experiment.name} experiment on {cfg.dataset.name}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
-               "results": out_dir / "results.csv"}
+               "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
     write_text_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))
+    write_text_atomic(outputs["claims"], claims_table(claim_results, controls).to_csv(index=False))
     write_text_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
     write_text_atomic(outputs["html"], render_html(title, sections))
     log.info("report written to %s", outputs["html"])
     return outputs
+
+
+def claims_table(results: list, controls: claim_catalogue.ControlResults) -> pd.DataFrame:
+    """Every condition of every claim and every control, one row each: what scripts/compare_reports.py reads."""
+    frame = claim_catalogue.conditions_frame(results)
+    control_rows = claim_catalogue.conditions_frame(
+        [claim_catalogue.ClaimResult("control", "A/A control", claim_catalogue.MEASURED, "", controls.rows)]
+    )
+    return pd.concat([frame, control_rows], ignore_index=True)

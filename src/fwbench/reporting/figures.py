@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fwbench.reporting.tables import subset  # noqa: E402
-from fwbench.stats import mean_ci, median_iqr  # noqa: E402
+from fwbench.stats import mean_ci  # noqa: E402
 
 STYLE = {
     "tf": {"label": "TensorFlow", "color": "#E69F00", "hatch": "//", "marker": "o", "linestyle": "-"},
@@ -76,7 +76,7 @@ def learning_curves_figure(curves: pd.DataFrame, models: list[str], path: Path) 
 
 def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: str, path: Path,
                  log_scale: bool = False) -> Path:
-    """Median over trials per framework:mode, one panel per model, IQR as error bars."""
+    """Mean over processes per framework:mode, one panel per model; error bars span the process means."""
     if bench is None or bench.empty or metric not in bench.columns:
         return _empty(path, f"{title}: not measured in this run")
     models = list(dict.fromkeys(bench["model"]))
@@ -85,11 +85,12 @@ def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: st
         rows = bench[bench["model"] == model]
         labels, medians, lower, upper, colours, hatches = [], [], [], [], [], []
         for (framework, mode), group in rows.groupby(["framework", "mode"], sort=False):
-            summary = median_iqr(group[metric].dropna())
+            per_process = group.groupby("replicate")[metric].mean().dropna()
+            centre = per_process.mean()
             labels.append(f"{framework}:{mode}")
-            medians.append(summary.median)
-            lower.append(summary.median - summary.q1)
-            upper.append(summary.q3 - summary.median)
+            medians.append(centre)
+            lower.append(centre - per_process.min())
+            upper.append(per_process.max() - centre)
             colours.append(STYLE[framework]["color"])
             hatches.append(STYLE[framework]["hatch"])
         bars = ax.bar(range(len(labels)), medians, yerr=[lower, upper], capsize=3, color=colours, edgecolor="black")
@@ -100,5 +101,5 @@ def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: st
         ax.set_ylabel(ylabel)
         if log_scale:
             ax.set_yscale("log")
-    fig.suptitle(f"{title} (median, IQR over trials)")
+    fig.suptitle(f"{title} (mean of process means; bars: lowest to highest process)")
     return _save(fig, path)

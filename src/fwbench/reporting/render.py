@@ -26,6 +26,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[tuple[Path, str]] = field(default_factory=list)  # (png path, alt text)
     preformatted: str = ""
+    css_class: str = ""  # e.g. "warning": the section stands out
 
 
 STYLE = """
@@ -36,6 +37,8 @@ th { background: #eef1f7; }
 td.verdict { font-weight: 600; }
 .supported { background: #dcefe3; } .contradicted { background: #f8dede; }
 .inconclusive { background: #f3f0d8; } .not-measured { background: #ececec; }
+.no-meaningful-difference { background: #e3ebf5; }
+.warning { border: 2px solid #b00020; background: #fdecee; padding: 0.6rem 0.8rem; font-weight: 600; }
 img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.5rem 0; }
 pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
 nav a { margin-right: 0.8rem; }
@@ -43,7 +46,7 @@ nav a { margin-right: 0.8rem; }
 
 
 def verdict_class(text: str) -> str:
-    for name in ("not measured", "contradicted", "supported", "inconclusive"):
+    for name in ("not measured", "contradicted", "supported", "no meaningful difference", "inconclusive"):
         if text.startswith(name):
             return name.replace(" ", "-")
     return ""
@@ -76,7 +79,8 @@ def render_html(title: str, sections: list[Section]) -> str:
         f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>",
     ]
     for section in sections:
-        parts.append(f"<section id='{section.anchor}'><h2>{html.escape(section.title)}</h2>")
+        css = f" class='{section.css_class}'" if section.css_class else ""
+        parts.append(f"<section id='{section.anchor}'{css}><h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
         parts += [_html_table(t) for t in section.tables]
         parts += [_inline_png(path, alt) for path, alt in section.figures]
@@ -94,7 +98,8 @@ def _md_cell(text: str) -> str:
 def render_markdown(title: str, sections: list[Section], figure_base: Path) -> str:
     lines = [f"# {title}", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        heading = f"**{section.title}**" if section.css_class == "warning" else section.title
+        lines += [f"## {heading}", ""]
         for paragraph in section.paragraphs:
             lines += [paragraph, ""]
         for table in section.tables:

@@ -95,14 +95,12 @@ def with_claim_columns(bench: pd.DataFrame) -> pd.DataFrame:
     """Add the two columns the claims are judged on, derived from the bench schema.
 
     peak_memory_mb: the training window's peak framework device allocation on a
-    GPU, the process's peak RSS during training on the CPU.
+    GPU; on the CPU the process's peak anonymous memory above its baseline in
+    the memory phase (not the total RSS, whose mapped files follow the page cache).
     """
-    device_peak = bench["peak_device_train_mb"] if "peak_device_train_mb" in bench else None
     on_gpu = bench["device"].astype(str).str.startswith("cuda")
     bench = bench.assign(infer_throughput_samples_per_s=bench["infer_samples_per_s"])
-    if device_peak is None:
-        return bench.assign(peak_memory_mb=bench["peak_rss_train_mb"])
-    return bench.assign(peak_memory_mb=device_peak.where(on_gpu, bench["peak_rss_train_mb"]))
+    return bench.assign(peak_memory_mb=bench["peak_device_train_mb"].where(on_gpu, bench["peak_anon_train_mb"]))
 
 
 def results_long(training: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataFrame:
@@ -116,14 +114,18 @@ def results_long(training: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataF
         _melt(training, identity, evaluate_metrics, "evaluate", "evaluate_run_id"),
     ]
     if bench is not None:
-        bench = bench.rename(columns={"trial": "seed"})
-        numeric = [c for c in bench.columns if c not in ("device", "framework", "model", "mode", "seed", "mlflow_run_id")
+        bench_identity = ["framework", "model", "mode", "replicate", "window"]
+        numeric = [c for c in bench.columns if c not in (*bench_identity, "device", "mlflow_run_id")
                    and pd.api.types.is_numeric_dtype(bench[c])]
         run_column = "mlflow_run_id" if "mlflow_run_id" in bench.columns else None
-        parts.append(_melt(bench, ["framework", "model", "mode", "seed"], numeric, "bench", run_column))
+        parts.append(_melt(bench, bench_identity, numeric, "bench", run_column))
     long = pd.concat(parts, ignore_index=True)
-    long["mode"] = long["mode"].fillna("") if "mode" in long.columns else ""
-    return long[["source", "framework", "model", "mode", "seed", "metric", "value", "mlflow_run_id"]]
+    for column in ("mode", "seed", "replicate", "window"):
+        if column not in long.columns:
+            long[column] = pd.NA
+    long["mode"] = long["mode"].fillna("")
+    return long[["source", "framework", "model", "mode", "seed", "replicate", "window", "metric", "value",
+                 "mlflow_run_id"]]
 
 
 def _melt(table: pd.DataFrame, identity: list[str], metrics: list[str], source: str, run_column: str | None) -> pd.DataFrame:
