@@ -43,10 +43,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
 
-from fwbench.bench import MODES  # noqa: E402
-from fwbench.runtime import cpu_model, write_json_atomic  # noqa: E402
+from fwbench.bench.grid import MODES
+from fwbench.runtime import cpu_model, write_json_atomic
 
 TARGET_RATIO = 0.95
 DEFAULT_OUT = ROOT / "results" / "bench_overhead" / "pipeline_vs_minimal.json"
@@ -109,7 +108,7 @@ def minimal_torch(model, optimizer, x, y, batch_size: int, device):
     import torch
     import torch.nn.functional as F
 
-    from fwbench.training.torch_adapter import to_nchw
+    from fwbench.frameworks.torch import to_nchw
 
     inputs, labels = to_nchw(x, device), torch.from_numpy(y).to(device)
 
@@ -140,7 +139,6 @@ def timed_call(run, sync, keras_steady: bool) -> float:
 def measure_mode(framework: str, mode: str, args: argparse.Namespace) -> dict:
     from fwbench.bench.run import bench_inputs, load_backend
     from fwbench.config import compose_config
-    from fwbench.runtime import configure_framework
     from fwbench.training.loop import SigtermFlag
     from fwbench.training.run import make_adapter
 
@@ -148,7 +146,7 @@ def measure_mode(framework: str, mode: str, args: argparse.Namespace) -> dict:
                                            f"threads={args.threads}", *args.overrides])
     backend = load_backend(framework)
     backend.prepare_process()
-    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
+    backend.configure(cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
     backend.before_build(cfg.bench.precision)
     x, y, order, num_classes = bench_inputs(cfg, args.steps)
     adapter = make_adapter(cfg, x.shape[1:], num_classes)

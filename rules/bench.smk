@@ -3,9 +3,8 @@
 # waits for the previous one's rows). Timed jobs run alone (see the bench
 # section of rules/common.smk); each logs its start and end time, and
 # bench_table refuses rows whose jobs overlapped. A bench job does not import MLflow: bench_table
-# logs every job's run, in one process (each job's MLflow import and writes
-# took 3-5 s, and the timed jobs run one after another). Include this file
-# after every other rule file.
+# logs every job's run, in one process, so MLflow's import and writes stay out of
+# the serial chain of timed jobs. Include this file after every other rule file.
 
 
 localrules:
@@ -22,10 +21,8 @@ rule bench:
         record=BENCH_RECORD,
     log:
         f"logs/{BENCH_KEY}.log",
-    # No `benchmark:` here: Snakemake's sampler reads the job's /proc files every
-    # 0.5 s while it measures. With it, the default grid's jobs saw 5-11 % of the
-    # machine taken by other processes (background_cpu_share); without, 0.4-2.3 %.
-    # The job records its own start, end and peak memory.
+    # No `benchmark:` here: Snakemake's sampler would read the job's /proc files while
+    # it measures (bench/README.md). The job records its own start, end and peak memory.
     params:
         script=SCRIPTS_DIR / "bench.py",
         overrides=OVERRIDES_ARG,

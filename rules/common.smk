@@ -8,6 +8,8 @@ from snakemake.exceptions import WorkflowError
 
 SRC_DIR = Path(workflow.basedir) / "src"
 SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
+# The only place that puts src/ on the path, for --use-conda: there Snakemake may
+# come from a conda env without the package (the venv has it through pip -e).
 sys.path.insert(0, str(SRC_DIR))
 
 from fwbench.config import (  # noqa: E402
@@ -21,7 +23,7 @@ from fwbench.config import (  # noqa: E402
 )
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
-from fwbench.tracking import parent_run_file  # noqa: E402
+from fwbench.tracking.runs import parent_run_file  # noqa: E402
 
 # Jobs import the project's package from its source tree: the same in the venv,
 # in the per-framework conda envs and on cluster nodes, with no pip -e of a
@@ -91,22 +93,14 @@ def all_metrics(wildcards):
 # nothing runs beside it, whatever --cores and set-threads are.
 from snakemake.logging import logger  # noqa: E402
 
-from fwbench.bench import (  # noqa: E402
-    MODES,
-    bench_schedule,
-    check_bench_config,
+from fwbench.bench.grid import MODES, bench_schedule, scheduled_job  # noqa: E402
+from fwbench.bench.outputs import (  # noqa: E402
     job_record_path,
     job_rows_path,
     results_path as bench_results_path,
     schedule_path as bench_schedule_path,
-    scheduled_job,
     summary_path as bench_summary_path,
 )
-
-try:
-    check_bench_config(CFG)
-except FwbenchError as error:
-    raise WorkflowError(f"fwbench: invalid config: {error}") from None
 
 BENCH_SCHEDULE = bench_schedule(CFG)
 BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}", "{replicate}"))

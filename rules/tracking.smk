@@ -3,7 +3,7 @@
 # child runs under it. No job ever creates the store, so no two jobs race to.
 
 # Rules that log a child run put tracking_env("<rule>") before their shell command.
-from fwbench.tracking import tracking_env
+from fwbench.tracking.runs import tracking_env
 
 
 localrules:

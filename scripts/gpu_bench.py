@@ -8,7 +8,8 @@ Runs Snakemake's bench_table target (every bench job, then the table) in a
 work directory of its own (results/gpu-<name>/), with the project's processed
 data, then copies bench_results.csv, bench_summary.csv and the jobs' logs
 (their start and end times) into reports/gpu-<name>/ beside device.json, which
-names the device. The jobs pick CUDA by themselves; this script only refuses
+names the device. Run it with the venv's python (`make venv` installs the
+package there). The jobs pick CUDA by themselves; this script only refuses
 to start without a GPU. TensorFlow uses the GPU only when a CUDA build is
 installed (`pip install tensorflow[and-cuda]`; the CPU venv has tensorflow-cpu):
 every row records the device it ran on, so a CPU-only TensorFlow shows as
@@ -30,9 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))  # the jobs import the package from src/ too (rules/common.smk)
 
-from fwbench.runtime import nvidia_driver_version  # noqa: E402
+from fwbench.runtime import nvidia_driver_version
 EXIT_NO_GPU = 2
 NVIDIA_SMI_TIMEOUT_S = 30
 WORK_ROOT = ROOT / "results"
@@ -70,7 +70,7 @@ def report_folder(reports_dir: Path, device: str) -> Path:
 def bench_table_paths(overrides: list[str]) -> tuple[Path, Path, Path]:
     """Where the bench table, its summary and its schedule land for these overrides (relative to the work
     directory)."""
-    from fwbench.bench import results_path, schedule_path, summary_path
+    from fwbench.bench.outputs import results_path, schedule_path, summary_path
     from fwbench.config import compose_config
 
     cfg = compose_config(ROOT / "config", overrides)

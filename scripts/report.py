@@ -1,7 +1,7 @@
 """Render reports/<experiment>/comparison.html and .md from the pipeline's result files."""
 
 from fwbench.cli import default_config_dir, run_app
-from fwbench.bench import results_path as bench_results_path
+from fwbench.bench.outputs import results_path as bench_results_path
 from fwbench.reporting.build import build_report
 
 

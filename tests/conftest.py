@@ -15,6 +15,13 @@ SCRIPTS_DIR = PROJECT_ROOT / "scripts"
 BIN_DIR = Path(sys.executable).parent
 
 
+def model_config(name: str):
+    """The model group `name` as the pipeline composes it (config/model/<name>.yaml)."""
+    from fwbench.config import compose_config
+
+    return compose_config(CONFIG_DIR, [f"model={name}"]).model
+
+
 def project_env() -> dict[str, str]:
     """The environment jobs get: the venv's python first on PATH."""
     env = dict(os.environ)

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,25 +18,26 @@ import pytest
 import torch._dynamo  # noqa: F401
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_script, run_snakemake
+from conftest import CONFIG_DIR, PROJECT_ROOT, model_config, redirected_paths, run_script, run_snakemake
 from collections import Counter
 
-from fwbench.bench import (
+from fwbench.bench.grid import (
     MODES,
-    RESULT_COLUMNS,
     bench_grid,
     bench_schedule,
-    check_bench_config,
     check_mode,
     control_variants,
-    job_rows_path,
     scheduled_job,
     window_steps,
 )
-from fwbench.bench.table import check_no_overlap, check_columns, summarize
-from fwbench.bench.timing import POLL_LAG, StepClock, TrainingPlan, throughput_cv, time_calls
-from fwbench.config import compose_config
+from fwbench.bench.outputs import RESULT_COLUMNS, job_rows_path
+from fwbench.bench.table import check_no_overlap, check_columns, process_means, summarize
+from fwbench.bench.timing import StepClock, TrainingPlan, throughput_cv, time_calls
+from fwbench.config import compose_config, validate_config
 from fwbench.errors import ConfigError, DataError
+from fwbench.frameworks.registry import FRAMEWORKS
+
+POLL_LAG = {name: spec.poll_lag for name, spec in FRAMEWORKS.items()}  # where each adapter's stop poll falls
 
 # Small enough to run in seconds, with every phase present.
 TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=50"]
@@ -189,15 +189,15 @@ def steps_done_torch(adapter) -> int:
 def tiny_adapter_and_data(framework: str, steps: int):
     """A pipeline adapter on the linear model, its steps counter, and `steps` batches of random data."""
     if framework == "tf":
-        from fwbench.training.keras_adapter import KerasAdapter as Adapter
+        from fwbench.frameworks.tf import Adapter
 
         steps_done = steps_done_keras
     else:
-        from fwbench.training.torch_adapter import TorchAdapter as Adapter
+        from fwbench.frameworks.torch import Adapter
 
         steps_done = steps_done_torch
     trainer = tiny_trainer()
-    adapter = Adapter("linear", (28, 28, 1), 10, trainer)
+    adapter = Adapter(model_config("linear"), (28, 28, 1), 10, trainer)
     rng = np.random.default_rng(0)
     x = rng.random((steps * trainer.batch_size, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
@@ -462,16 +462,15 @@ def test_bench_script_refuses_unknown_mode_with_one_line():
     ("+bench.model_window_steps.convnet.jax={eager: 5}", "bench.model_window_steps.convnet.jax="),
 ])
 def test_bad_bench_config_is_refused(override, fragment):
-    cfg = compose_config(CONFIG_DIR, [override])
     with pytest.raises(ConfigError, match=re.escape(fragment)):
-        check_bench_config(cfg)
+        compose_config(CONFIG_DIR, [override])
 
 
 def test_window_steps_per_model_or_per_framework_and_mode():
     cfg = compose_config(CONFIG_DIR, ["experiment=default", "bench.window_steps=7"])
     # Set whole, not merged into the defaults' own per-model counts.
     cfg.bench.model_window_steps = {"mlp": 20, "lenet": {"tf": {"graph": 40}, "torch": {"eager": 30}}}
-    check_bench_config(cfg)
+    validate_config(cfg, CONFIG_DIR)
     assert window_steps(cfg, "tf", "mlp", "eager") == 20
     assert window_steps(cfg, "tf", "lenet", "graph") == 40
     assert window_steps(cfg, "torch", "lenet", "eager") == 30
@@ -668,7 +667,7 @@ def test_overlapping_jobs_on_one_machine_are_refused():
 
 def write_fake_jobs(cfg) -> None:
     """Rows and a record for every process of cfg's bench schedule, one second apart."""
-    from fwbench.bench import job_record_path
+    from fwbench.bench.outputs import job_record_path
     from fwbench.bench.run import write_job_record
     from fwbench.bench.table import write_rows
 
@@ -685,7 +684,7 @@ def write_fake_jobs(cfg) -> None:
 
 
 def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
-    from fwbench.bench import results_path, schedule_path, summary_path
+    from fwbench.bench.outputs import results_path, schedule_path, summary_path
     from fwbench.bench.run import aggregate_results
 
     cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=2",
@@ -710,8 +709,8 @@ def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypa
     """bench_table logs one MLflow run per job, from the job's record; a second aggregation reuses them."""
     from mlflow import MlflowClient
 
-    from fwbench import tracking
-    from fwbench.bench import results_path
+    from fwbench.tracking import runs as tracking
+    from fwbench.bench.outputs import results_path
     from fwbench.bench.run import aggregate_results
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -760,6 +759,14 @@ def test_summary_shows_the_between_and_the_within_process_spread():
     assert summary["train_samples_per_s_cv_between"] == pytest.approx(np.std([100, 200], ddof=1) / 150)
     within = (np.std([90, 110], ddof=1) / 100 + np.std([190, 210], ddof=1) / 200) / 2
     assert summary["train_samples_per_s_cv_within"] == pytest.approx(within)
+
+
+def test_process_means_average_each_processs_windows_and_skip_a_process_without_a_value():
+    import pandas as pd
+
+    rows = pd.DataFrame({"replicate": [1, 1, 0, 0, 2], "train_samples_per_s": [10.0, 12.0, 20.0, 22.0, np.nan]})
+    means = process_means(rows, "train_samples_per_s")
+    assert means.to_dict() == {0: 21.0, 1: 11.0}
 
 
 def test_overlapping_replicates_of_one_variant_are_refused():

@@ -58,7 +58,7 @@ def bench_table(speed: dict | None = None, devices=("cpu",), memory: dict | None
                                 "replicate": replicate, "window": window,
                                 "train_samples_per_s": BASE_SPEED * factor * jitter * window_jitter,
                                 "first_step_s": 0.5, "infer_latency_p50_ms": 1.0,
-                                "infer_throughput_samples_per_s": 5000.0,
+                                "infer_samples_per_s": 5000.0,
                                 "peak_memory_mb": BASE_MEMORY * memory.get(framework, 1.0) * jitter,
                                 "parameter_count": params, "flops_per_sample": flops,
                             })

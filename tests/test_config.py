@@ -40,6 +40,15 @@ def test_invalid_config_is_one_clear_line(overrides, names, accepted):
     assert accepted in message
 
 
+def test_an_unknown_key_lists_the_top_level_keys_of_the_config_tree_itself():
+    """Not a hand-typed list that goes stale when a group is added."""
+    with pytest.raises(ConfigError) as caught:
+        compose_config(CONFIG_DIR, ["colour=blue"])
+    listed = str(caught.value).split("top-level keys: ", 1)[1].rstrip(")").split(", ")
+    assert listed == list(compose_config(CONFIG_DIR).keys())
+    assert {"bench", "tracking", "claims"} <= set(listed)
+
+
 def test_default_experiment_grid_is_4_models_x_2_frameworks_x_3_seeds():
     cfg = compose_config(CONFIG_DIR)
     grid = experiment_grid(cfg)

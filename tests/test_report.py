@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from browser import check_report_page
 from conftest import PROJECT_ROOT
-from fwbench.reporting.build import FRAMEWORK_NAMES
+from fwbench.frameworks.registry import FRAMEWORKS
 
 COMMITTED_REPORTS = sorted((PROJECT_ROOT / "reports").glob("*/comparison.html"))
 
@@ -20,7 +19,7 @@ def test_committed_report_renders_in_chromium(html_path):
     check_report_page(html_path, f"{html_path.parent.name}.png")
 
 
-FRAMEWORK_KEYS = {name: key for key, name in FRAMEWORK_NAMES.items()}  # as the report prints them
+FRAMEWORK_KEYS = {spec.display_name: key for key, spec in FRAMEWORKS.items()}  # as the report prints them
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 

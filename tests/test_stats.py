@@ -23,7 +23,6 @@ from fwbench.stats import (
     mean_ci,
     median_iqr,
     no_difference_zone,
-    process_means,
     verdict,
 )
 
@@ -193,11 +192,6 @@ def test_ratio_of_non_positive_values_is_refused():
 def test_infinite_values_are_refused():
     with pytest.raises(DataError, match="infinite"):
         compare([1.0, math.inf], [1.0, 2.0], higher_is_better=True)
-
-
-def test_process_means_average_each_processs_windows_in_order_of_appearance():
-    values = [10.0, 12.0, 20.0, 22.0, 30.0]
-    np.testing.assert_allclose(process_means(values, [1, 1, 0, 0, 2]), [11.0, 21.0, 30.0])
 
 
 def simulated_processes(rng, count: int, windows: int, log_mean: float, between: float, within: float):

@@ -20,20 +20,12 @@ import pandas as pd
 import pytest
 
 from conftest import CONFIG_DIR, project_env, redirected_paths, run_snakemake
-from fwbench import tracking
-from fwbench.bench import bench_schedule
-from fwbench.bench import results_path as bench_results_path
+from fwbench.tracking import runs, store
+from fwbench.bench.grid import bench_schedule
+from fwbench.bench.outputs import results_path as bench_results_path
 from fwbench.config import compose_config, experiment_grid, run_dir
-from fwbench.tracking import (
-    TrackingError,
-    child_run,
-    flatten,
-    parent_run_file,
-    read_parent,
-    resolve_store,
-    start_pipeline_run,
-    with_retry,
-)
+from fwbench.tracking.runs import child_run, flatten, parent_run_file, read_parent, start_pipeline_run
+from fwbench.tracking.store import TrackingError, resolve_store, with_retry
 
 UNREACHABLE_URI = "http://127.0.0.1:9"  # the discard port: nothing listens there
 SUBPROCESS_TIMEOUT_S = 600  # generous: the point is that the run ends, not how fast
@@ -44,7 +36,7 @@ PARALLEL_JOBS = 8
 STEPS_PER_JOB = 300
 ROUNDS = 3
 STRESS_METRICS = ("loss", "index")
-RETRY_MESSAGE = "MLflow store busy"  # what tracking.with_retry logs before a retry
+RETRY_MESSAGE = "MLflow store busy"  # what store.with_retry logs before a retry
 
 # Holding SQLite's write lock longer than MLflow's 20 s busy timeout forces a retry.
 MLFLOW_BUSY_TIMEOUT_S = 20
@@ -129,7 +121,7 @@ def test_retry_raises_a_lasting_or_permanent_error():
 
 def test_child_runs_sit_under_the_parent_with_tags_params_and_metrics(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv(tracking.ENV_RULE, "train")
+    monkeypatch.setenv(runs.ENV_RULE, "train")
     cfg = tmp_cfg(tmp_path, "framework=torch", "model=mlp", "seed=2")
     parent = start_pipeline_run(cfg)
     assert read_parent(parent_run_file(cfg)) == parent
@@ -180,9 +172,9 @@ def test_a_parent_file_whose_store_is_gone_fails_in_one_line(tmp_path, monkeypat
 
 
 def test_the_embedded_store_refuses_a_network_filesystem(tmp_path, monkeypatch):
-    assert tracking.filesystem_type(tmp_path) not in tracking.NETWORK_FILESYSTEMS
+    assert store.filesystem_type(tmp_path) not in store.NETWORK_FILESYSTEMS
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "filesystem_type", lambda path: "nfs4")
+    monkeypatch.setattr(store, "filesystem_type", lambda path: "nfs4")
     with pytest.raises(TrackingError, match="network filesystem \\(nfs4\\)") as error:
         start_pipeline_run(tmp_cfg(tmp_path))
     assert "\n" not in str(error.value)
@@ -213,7 +205,7 @@ def test_unreachable_tracking_uri_fails_the_first_rule_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_lock_outlasting_sqlites_busy_timeout_is_retried_without_losing_metrics(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    caplog.set_level(logging.WARNING, logger=tracking.__name__)
+    caplog.set_level(logging.WARNING, logger=store.__name__)
     cfg = tmp_cfg(tmp_path)
     start_pipeline_run(cfg)
     locked = threading.Event()
@@ -244,7 +236,7 @@ STRESS_JOB = '''\
 """One stress job: start the parent run, or log a metric at every step as a child run."""
 import sys
 from fwbench.config import compose_config
-from fwbench.tracking import child_run, start_pipeline_run
+from fwbench.tracking.runs import child_run, start_pipeline_run
 
 config_dir, base, round_name, job, steps = sys.argv[1:6]
 overrides = ["experiment=smoke", f"paths.results={base}/{round_name}", f"paths.mlflow={base}/mlruns"]
@@ -343,7 +335,7 @@ MODEL_ROUNDTRIP = '''\
 import json, sys
 import numpy as np
 from fwbench.config import compose_config
-from fwbench.tracking import child_run, start_pipeline_run
+from fwbench.tracking.runs import child_run, start_pipeline_run
 
 IMAGE_SHAPE, NUM_CLASSES = (28, 28, 1), 10  # what the builders are made for (the datasets' images)
 config_dir, framework, model_name, rows, *overrides = sys.argv[1:]
@@ -351,13 +343,13 @@ cfg = compose_config(config_dir, [*overrides, f"framework={framework}", f"model=
 parent = start_pipeline_run(cfg)
 x = np.random.default_rng(0).normal(size=(int(rows), *IMAGE_SHAPE)).astype(np.float32)
 if framework == "tf":
-    from fwbench.models.keras_models import build_keras_model
-    model = build_keras_model(model_name, IMAGE_SHAPE, NUM_CLASSES)
+    from fwbench.frameworks.tf import build_model
+    model = build_model(cfg.model, IMAGE_SHAPE, NUM_CLASSES)
     before = np.asarray(model.predict(x, verbose=0))
 else:
     import torch
-    from fwbench.models.torch_models import build_torch_model
-    model = build_torch_model(model_name, IMAGE_SHAPE, NUM_CLASSES).eval()
+    from fwbench.frameworks.torch import build_model
+    model = build_model(cfg.model, IMAGE_SHAPE, NUM_CLASSES).eval()
     with torch.no_grad():
         before = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
 with child_run(cfg, "train") as run:

@@ -12,8 +12,10 @@ about things a benchmark cannot observe are listed in UNMEASURED_CLAIMS.
 Table schemas (the bench, evaluate and export steps write these; extra columns
 are ignored):
 - bench: one row per device x framework x model x mode x replicate x window,
-  BENCH_COLUMNS; a replicate is one process, and its windows are averaged
-  into one value before any interval is built.
+  BENCH_COLUMNS, the bench's own names (fwbench.bench.outputs) but for
+  peak_memory_mb, the memory claim 3 judges (reporting.tables.with_claim_columns);
+  a replicate is one process, and its windows are averaged into one value
+  before any interval is built.
 - accuracy: one row per framework x model x seed, ACCURACY_COLUMNS;
   test_accuracy is a fraction in [0, 1]. An optional `device` column splits
   the conditions by device.
@@ -33,12 +35,13 @@ import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
 from fwbench import stats
+from fwbench.bench.table import process_means
 from fwbench.errors import DataError
 from fwbench.stats import A_BETTER, DIFFERENCE, EQUIVALENT, RATIO, SUPPORTED, CONTRADICTED, VERDICTS
 
 BENCH_COLUMNS = (
     "device", "framework", "model", "mode", "replicate", "window",
-    "train_samples_per_s", "first_step_s", "infer_latency_p50_ms", "infer_throughput_samples_per_s",
+    "train_samples_per_s", "first_step_s", "infer_latency_p50_ms", "infer_samples_per_s",
     "peak_memory_mb", "parameter_count", "flops_per_sample",
 )
 BENCH_NUMERIC = BENCH_COLUMNS[6:]
@@ -360,7 +363,7 @@ def _arm_values(table: pd.DataFrame, model: str, arm: Arm, column: str, extra: d
         mask &= table[key] == value
     rows = table.loc[mask]
     if PROCESS_COLUMN in table.columns:
-        return rows.groupby(PROCESS_COLUMN, sort=True)[column].mean().dropna().to_numpy(dtype=float)
+        return process_means(rows, column).to_numpy(dtype=float)
     return rows[column].dropna().to_numpy(dtype=float)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench.config import compose_config
-from fwbench.errors import FwbenchError
+from fwbench.errors import FwbenchError, Interrupted
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 3
@@ -48,23 +48,20 @@ def run_app(app: Callable[[DictConfig], object], argv: list[str] | None = None) 
     except FwbenchError as error:
         print(f"fwbench: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    except Exception as error:  # noqa: BLE001 - name interrupted runs plainly
-        if type(error).__name__ == "Interrupted":
-            print(f"fwbench: {error}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-        raise
+    except Interrupted as error:
+        print(f"fwbench: {error}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     exit_without_teardown()
 
 
 def exit_without_teardown() -> None:
     """Exit 0 at once, skipping the interpreter's teardown of every loaded module.
 
-    Tearing down TensorFlow, torch and MLflow took 1.9-2.5 s per process on
-    this 2-core machine (process wall time minus in-process time, three runs),
-    and the pipeline starts about 70 such processes. A job
-    has closed everything it wrote by the time its app returns; what is left in
-    the logging handlers and the standard streams is flushed here first. Exit
-    handlers still run: only module and object finalization is skipped.
+    Tearing down TensorFlow, torch and MLflow takes seconds per process, and the
+    pipeline starts dozens (bench/README.md). A job has closed everything it
+    wrote by the time its app returns; what is left in the logging handlers and
+    the standard streams is flushed here first. Exit handlers still run: only
+    module and object finalization is skipped.
     """
     import atexit
 

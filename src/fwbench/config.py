@@ -15,7 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from fwbench.bench.grid import MODES, PRECISIONS, check_mode
 from fwbench.errors import ConfigError
+from fwbench.models.architecture import layer_specs
 
 CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "bench", "experiment")
 OPTIMIZERS = ("adam", "sgd")
@@ -57,7 +59,8 @@ def compose_config(config_dir: Path, overrides: Iterable[str] = ()) -> DictConfi
         try:
             cfg = compose(config_name="config", overrides=overrides)
         except HydraException as error:
-            raise ConfigError(_one_line_hydra_error(error, overrides)) from None
+            top_level_keys = list(compose(config_name="config").keys())
+            raise ConfigError(_one_line_hydra_error(error, overrides, top_level_keys)) from None
     cfg = _apply_model_recipe(cfg, _overridden_trainer_keys(overrides))
     validate_config(cfg, config_dir)
     return cfg
@@ -86,14 +89,14 @@ def _check_group_choices(config_dir: Path, overrides: list[str]) -> None:
                 )
 
 
-def _one_line_hydra_error(error: Exception, overrides: list[str]) -> str:
+def _one_line_hydra_error(error: Exception, overrides: list[str], top_level_keys: list[str]) -> str:
     message = " ".join(str(error).split())
     for override in overrides:
         key = override.partition("=")[0].lstrip("+~")
         if f"'{key}'" in message and ("not in struct" in message or "Could not override" in message):
             return (
                 f"unknown override key '{key}' in '{override}': it is not in the config tree "
-                f"(top-level keys: dataset, model, framework, trainer, bench, experiment, claims, tracking, seed, threads, paths)"
+                f"(top-level keys: {', '.join(top_level_keys)})"
             )
     return f"invalid overrides {overrides}: {message}"
 
@@ -143,6 +146,55 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         value = cfg.claims[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
             raise ConfigError(f"claims.{key}={value!r} is invalid: accepted is a number in (0, 1), e.g. 0.05")
+    _check_bench(cfg, config_dir)
+    layer_specs(cfg.model, cfg.dataset.num_classes)  # a bad layer in config/model fails here, not in a job
+
+
+def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
+    """The bench group: modes the frameworks have, counts > 0, models of the config tree."""
+    bench = cfg.bench
+    for framework, modes in bench.modes.items():
+        for mode in modes:
+            check_mode(framework, mode)
+    for framework in cfg.experiment.frameworks:
+        if not bench.modes.get(framework):
+            raise ConfigError(
+                f"bench.modes.{framework} is empty or missing: list at least one of {', '.join(MODES[framework])}"
+            )
+    for key in ("replicates", "windows", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls",
+                "inference_calls"):
+        _check_positive_int(f"bench.{key}", bench[key])
+    for key in ("replicate", "schedule_seed"):
+        _check_non_negative_int(f"bench.{key}", bench[key])
+    for model, entry in (bench.get("model_window_steps") or {}).items():
+        _check_model_window_steps(f"bench.model_window_steps.{model}", entry)
+    models = group_options(config_dir, "model")
+    for model in bench.get("models") or []:
+        if model not in models:
+            raise ConfigError(f"bench.models has {model!r}: accepted are {', '.join(models)}")
+    if bench.control_model not in models:
+        raise ConfigError(f"bench.control_model={bench.control_model!r} is invalid: accepted are "
+                          f"{', '.join(models)} (a model the bench measures, or it has no A/A control)")
+    _check_choice("bench.precision", bench.precision, PRECISIONS)
+    for key in ("tf32", "deterministic"):
+        if not isinstance(bench[key], bool):
+            raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted are true, false")
+
+
+def _check_model_window_steps(key: str, entry: object) -> None:
+    """An integer > 0, or framework -> mode -> integer > 0 with modes the framework has."""
+    if not isinstance(entry, Mapping):
+        _check_positive_int(key, entry)
+        return
+    for framework, modes in entry.items():
+        if framework not in MODES or not isinstance(modes, Mapping):
+            raise ConfigError(
+                f"{key}.{framework}={modes!r} is invalid: accepted is an integer > 0, or a mapping "
+                f"from {' or '.join(MODES)} to modes and integers > 0"
+            )
+        for mode, steps in modes.items():
+            check_mode(framework, mode)
+            _check_positive_int(f"{key}.{framework}.{mode}", steps)
 
 
 def _check_positive_number(key: str, value: object) -> None:

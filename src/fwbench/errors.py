@@ -15,3 +15,11 @@ class DataError(FwbenchError):
 
 class DownloadError(DataError):
     """No mirror delivered a verified file."""
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived (SLURM preemption or time limit): the last checkpoint stands.
+
+    Not a FwbenchError: the input was fine, and the job exits with its own status
+    so that a scheduler can requeue it.
+    """

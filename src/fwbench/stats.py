@@ -161,12 +161,6 @@ def _check_positive(sample: np.ndarray, name: str) -> None:
         raise DataError(f"sample {name} holds a value <= 0: a ratio needs positive values (use kind='difference')")
 
 
-def process_means(values, processes) -> np.ndarray:
-    """One value per process: the mean of its windows (values and processes are aligned sequences)."""
-    values, processes = np.asarray(values, dtype=float), np.asarray(processes)
-    return np.array([np.nanmean(values[processes == process]) for process in dict.fromkeys(processes)])
-
-
 def contrast(groups, coefficients, higher_is_better: bool, kind: str = RATIO,
              confidence: float = DEFAULT_CONFIDENCE) -> Comparison:
     """sum_g c_g * mean_g over groups of independent units, with Welch's t interval.

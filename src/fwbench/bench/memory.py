@@ -36,16 +36,16 @@ import resource
 import threading
 from pathlib import Path
 
+from fwbench.units import BYTES_PER_MIB, KIB_PER_MIB
+
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
 # Pages: size resident shared text lib data dt; shared = RssFile + RssShmem, so resident - shared = RssAnon.
 STATM = Path("/proc/self/statm")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-BYTES_PER_MIB = 1 << 20
 # One reading per millisecond: a training step here lasts 1-200 ms, its activations most of that.
 SAMPLE_INTERVAL_S = 0.001
 RESET_PEAK_RSS = "5"
-KIB_PER_MIB = 1024
 PER_PHASE = "per_phase"
 CUMULATIVE = "cumulative"
 

@@ -10,13 +10,12 @@ phase; inference after each window's worth; one CSV row per window, and the
 job's record (config and tags).
 
 `aggregate_results` (bench_table) joins the rows and logs one MLflow child run
-per job from its rows and record: the timed jobs run one after another, and
-each one's MLflow import and writes took 3-5 s.
+per job from its rows and record, so that MLflow's import and writes stay out of
+the serial chain of timed jobs.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -29,19 +28,15 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from fwbench.bench import (
+from fwbench.bench.grid import bench_schedule, job_mode, scheduled_job, window_steps
+from fwbench.bench.outputs import (
     METRIC_COLUMNS,
     PROCESS_COLUMNS,
-    bench_schedule,
-    check_bench_config,
-    job_mode,
     job_rows_path,
     record_path_of,
     results_path,
     schedule_path,
-    scheduled_job,
     summary_path,
-    window_steps,
 )
 from fwbench.bench.contention import BackgroundCpu, describe
 from fwbench.bench.memory import AnonPeak, PeakRss, anon_mb
@@ -54,7 +49,6 @@ from fwbench.bench.table import (
     write_rows,
 )
 from fwbench.bench.timing import (
-    POLL_LAG,
     StepClock,
     TrainingPlan,
     coefficient_of_variation,
@@ -62,11 +56,12 @@ from fwbench.bench.timing import (
     time_calls,
 )
 from fwbench.errors import DataError
-from fwbench.runtime import configure_framework, write_text_atomic
+from fwbench.frameworks import registry as frameworks
+from fwbench.models.architecture import flops_per_sample
+from fwbench.runtime import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-BACKENDS = {"tf": "fwbench.bench.keras_backend", "torch": "fwbench.bench.torch_backend"}
 # Optional integrations Keras imports when installed; a bench job uses none of them (load_backend).
 UNUSED_INTEGRATIONS = ("matplotlib", "sklearn", "pandas")
 LATENCY_QUANTILES = (50, 95, 99)
@@ -81,17 +76,16 @@ BENCH_EPOCH = 1
 
 
 def load_backend(framework: str):
-    """Import the framework (seconds of work) only once the job's config is known to be valid.
+    """Import the framework's module (seconds of work) only once the job's config is known to be valid.
 
     Keras imports matplotlib, scikit-learn and pandas whenever they are
-    installed, for integrations a bench job never uses: 3.2-3.6 s of a
-    9.4-10.2 s `import keras, tensorflow` on 2 CPU cores, in each of the grid's
-    TensorFlow jobs, which run one after another. They are kept out while the
-    framework loads; Keras then runs without those integrations, on the same
-    training and inference path.
+    installed, for integrations a bench job never uses (a third of
+    `import keras, tensorflow`; measured: bench/README.md). They are kept out
+    while the framework loads; Keras then runs without those integrations, on
+    the same training and inference path.
     """
     with imports_refused(UNUSED_INTEGRATIONS):
-        return importlib.import_module(BACKENDS[framework])
+        return frameworks.load(framework)
 
 
 @contextmanager
@@ -263,32 +257,25 @@ def measure_inference(adapter, backend, bench_cfg, x, batch_size: int, rss: Peak
     return trials
 
 
-def environment(framework: str, cfg: DictConfig, policy: str) -> dict:
+def environment(backend, cfg: DictConfig, policy: str) -> dict:
     """Machine, accelerator, library versions, threads and precision, read back from the framework."""
-    from fwbench.runtime import (
-        applied_threads,
-        determinism_enabled,
-        framework_version,
-        gpu_info,
-        machine_info,
-        precision_flags,
-    )
+    from fwbench.runtime import gpu_info, machine_info
 
     machine = machine_info()
-    threads = applied_threads(framework)
-    flags = precision_flags(framework)
+    threads = backend.applied_threads()
+    flags = backend.tf32_flags()
     return {
         "threads": int(cfg.threads),
         "intra_op_threads": threads["intra_op"],
         "inter_op_threads": threads["inter_op"],
         "cpu_model": machine["cpu_model"],
         "cpu_count": machine["cpu_count"],
-        **gpu_info(framework),
-        "framework_version": framework_version(framework),
+        **gpu_info(backend),
+        "framework_version": backend.version(),
         "tf32_matmul": flags["tf32_matmul"],
         "tf32_conv": flags["tf32_conv"],
-        "mixed_precision_policy": flags["mixed_precision"] if framework == "tf" else policy,
-        "deterministic": determinism_enabled(framework),
+        "mixed_precision_policy": backend.mixed_precision_policy(policy),
+        "deterministic": backend.determinism_enabled(),
         "hostname": machine["hostname"],
     }
 
@@ -296,8 +283,6 @@ def environment(framework: str, cfg: DictConfig, policy: str) -> dict:
 def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env: dict, memory: dict,
                shapes: dict, times: dict) -> dict:
     """The columns that are the same on every window row of the process."""
-    from fwbench.models import flops_per_sample
-
     return {
         "experiment": cfg.experiment.name,
         "dataset": cfg.dataset.name,
@@ -321,7 +306,7 @@ def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env
         "peak_anon_train_mb": train.peak_anon_mb,
         "memory_phase_samples": train.anon_samples,
         "parameter_count": adapter.parameter_count,
-        "flops_per_sample": flops_per_sample(job.model, shapes["input_shape"], shapes["num_classes"]),
+        "flops_per_sample": flops_per_sample(cfg.model, shapes["input_shape"], shapes["num_classes"]),
         "compile_cache": train.compile_cache,
         "mlflow_run_id": "",
         **memory,
@@ -356,7 +341,6 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     job_start, load_avg_start = time.time(), os.getloadavg()[0]
     framework, model = cfg.framework.name, cfg.model.name
     mode = job_mode(cfg)  # one-line ConfigError for a mode the framework lacks, before any import
-    check_bench_config(cfg)
     job = scheduled_job(cfg, framework, model, mode, cfg.bench.replicate)
     out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode, job.replicate)
     log.info("bench job start %.3f: %s/%s/%s replicate %d (place %d of the schedule), load average %.2f",
@@ -367,11 +351,11 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     backend.prepare_process()
     from fwbench.training.run import make_adapter
 
-    configure_framework(framework, cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
+    backend.configure(cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
     progress.done(f"{framework} imported and configured")
     policy = backend.before_build(cfg.bench.precision)
     steps_per_window = window_steps(cfg, framework, model, mode)
-    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.windows, POLL_LAG[framework],
+    plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.windows, frameworks.spec(framework).poll_lag,
                         memory_steps=steps_per_window)
     x, y, order, num_classes = bench_inputs(cfg, plan.steps, whole_epoch=True)
     anon = AnonPeak(baseline_mb=anon_mb())
@@ -391,7 +375,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
     background_share, background_busiest = background.share(), describe(background.busiest())
     progress.done("inference")
-    env = environment(framework, cfg, policy)
+    env = environment(backend, cfg, policy)
     memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train,
               "rss_anon_baseline_mb": anon.baseline_mb, "rss_file_after_train_mb": rss_file_after_train}
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
@@ -416,7 +400,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
 def write_job_record(cfg: DictConfig, path: Path) -> None:
     """The job's resolved config and what its environment says (rule, log, SLURM job):
     bench_table logs the job's MLflow run from it."""
-    from fwbench.tracking import environment_tags
+    from fwbench.tracking.runs import environment_tags
 
     record = {"config": OmegaConf.to_container(cfg, resolve=True), "tags": environment_tags()}
     write_text_atomic(path, OmegaConf.to_yaml(record))
@@ -450,7 +434,6 @@ def log_job_summary(rows: list[dict]) -> None:
 
 def aggregate_results(cfg: DictConfig) -> Path:
     """Join every bench process's rows into bench_results.csv (+ the summary and the schedule as it ran)."""
-    check_bench_config(cfg)
     schedule = bench_schedule(cfg)
     paths = [job_rows_path(cfg, *job.variant, job.replicate) for job in schedule]
     needed = paths + [record_path_of(path) for path in paths]
@@ -489,7 +472,7 @@ def log_bench_runs(cfg: DictConfig, table) -> list[str]:
 def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
     """The process's run: its config and tags from its record; each window's metrics at step = window;
     the process's mean and within-process CV as summary metrics; the rows file as an artifact."""
-    from fwbench.tracking import child_run, find_child_run
+    from fwbench.tracking.runs import child_run, find_child_run
 
     record = OmegaConf.load(record_path)
     job_cfg = record.config

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
-from fwbench.bench import GROUP_COLUMNS, METRIC_COLUMNS, PROCESS_COLUMNS, RESULT_COLUMNS
+from fwbench.bench.outputs import GROUP_COLUMNS, METRIC_COLUMNS, PROCESS_COLUMNS, RESULT_COLUMNS
+from fwbench.bench.timing import coefficient_of_variation
 from fwbench.errors import DataError
 from fwbench.runtime import write_text_atomic
 
@@ -94,6 +96,22 @@ def _job_name(job) -> str:
     return "/".join(str(getattr(job, column)) for column in GROUP_COLUMNS) + f" replicate {job.replicate}"
 
 
+def process_means(rows, metric: str):
+    """One value per process (replicate) of one variant's rows: the mean of its windows, NaN dropped.
+
+    The windows of one process are not independent trials of a framework;
+    these means are the units that intervals and figures are built from.
+    """
+    return rows.groupby("replicate", sort=True)[metric].mean().dropna()
+
+
+def within_process_cv(rows, metric: str) -> float:
+    """The mean CV of the windows inside each process of one variant's rows (NaN where no process has two)."""
+    per_process = [coefficient_of_variation(group[metric].dropna()) for _, group in rows.groupby("replicate")]
+    finite = [cv for cv in per_process if math.isfinite(cv)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def summarize(table):
     """Per variant: processes, and for every metric the mean over processes with both spreads.
 
@@ -104,18 +122,16 @@ def summarize(table):
     """
     import pandas as pd
 
-    per_process = table.groupby(list(PROCESS_COLUMNS), sort=False)
-    means = per_process[list(METRIC_COLUMNS)].mean()
-    within = per_process[list(WINDOW_METRICS)].std(ddof=1) / per_process[list(WINDOW_METRICS)].mean()
-    by_variant = means.groupby(level=list(GROUP_COLUMNS), sort=False)
-    summary = table.groupby(list(GROUP_COLUMNS), sort=False)[list(VARIANT_COLUMNS)].first()
-    summary["processes"] = by_variant.size()
+    variants = table.groupby(list(GROUP_COLUMNS), sort=False)
+    rows_of = dict(list(variants))
+    summary = variants[list(VARIANT_COLUMNS)].first()
+    summary["processes"] = variants["replicate"].nunique()
     for metric in METRIC_COLUMNS:
-        summary[f"{metric}_mean"] = by_variant[metric].mean()
-        summary[f"{metric}_cv_between"] = by_variant[metric].std(ddof=1) / by_variant[metric].mean()
-    within_by_variant = within.groupby(level=list(GROUP_COLUMNS), sort=False)
+        means = {variant: process_means(rows, metric) for variant, rows in rows_of.items()}
+        summary[f"{metric}_mean"] = [means[variant].mean() for variant in summary.index]
+        summary[f"{metric}_cv_between"] = [coefficient_of_variation(means[variant]) for variant in summary.index]
     for metric in WINDOW_METRICS:
-        summary[f"{metric}_cv_within"] = within_by_variant[metric].mean()
+        summary[f"{metric}_cv_within"] = [within_process_cv(rows_of[variant], metric) for variant in summary.index]
     return pd.DataFrame(summary).reset_index()
 
 

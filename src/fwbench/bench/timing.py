@@ -11,7 +11,7 @@ poll is one counter increment.
 Where the adapters poll (pinned by tests/test_bench.py):
 - Keras (`_StopWhen.on_train_batch_end`): after each step, so poll i ends step i;
 - torch (top of the loop body): before each step, so poll i ends step i - 1.
-`POLL_LAG` is that offset.
+That offset is each FrameworkSpec's `poll_lag` (fwbench.frameworks.registry).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-POLL_LAG = {"tf": 0, "torch": 1}
 # Both adapters get one step more than the windows need: torch only polls
 # after a step when another step follows it. The extra step is never timed.
 TRAILING_STEPS = 1
@@ -98,11 +97,16 @@ class TrainingPlan:
 
 
 def coefficient_of_variation(values) -> float:
-    """Sample standard deviation over mean: the stability statistic of the bench (NaN below two values)."""
+    """Sample standard deviation over mean: the stability statistic of the bench.
+
+    NaN below two values, and for a mean of zero (a metric that does not apply, e.g. device memory on a CPU).
+    """
     values = list(values)
     if len(values) < 2:
         return math.nan
     mean = sum(values) / len(values)
+    if mean == 0:
+        return math.nan
     variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
     return variance ** 0.5 / mean
 

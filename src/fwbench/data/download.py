@@ -25,14 +25,14 @@ import zlib
 from pathlib import Path
 
 from fwbench.errors import ConfigError, DownloadError
+from fwbench.units import BYTES_PER_MIB
 
 log = logging.getLogger(__name__)
 
 VERIFY_MODES = ("archive", "content")
 MIRROR_SCHEMES = ("http://", "https://", "file://")
 CHUNK_BYTES = 1 << 16  # 64 KiB: small enough to keep memory flat, large enough to be fast
-PROGRESS_MIN_BYTES = 1 << 20  # below 1 MiB a progress line would only flicker
-MIB = 1 << 20
+PROGRESS_MIN_BYTES = BYTES_PER_MIB  # below 1 MiB a progress line would only flicker
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # tells zlib to expect a gzip header and trailer
 FILE_MODE = 0o644  # NamedTemporaryFile creates 0600; data files should be readable like any other
 HTTP_TOO_MANY_REQUESTS = 429
@@ -187,7 +187,7 @@ def _copy_chunks(response, out, digest, total: int | None, url: str) -> int:
         received += len(chunk)
         if show_progress:
             percent = 100 * received // total
-            sys.stderr.write(f"\r{url}: {received / MIB:.1f}/{total / MIB:.1f} MiB ({percent}%)")
+            sys.stderr.write(f"\r{url}: {received / BYTES_PER_MIB:.1f}/{total / BYTES_PER_MIB:.1f} MiB ({percent}%)")
             sys.stderr.flush()
     if show_progress:
         sys.stderr.write("\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,11 +11,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
-from fwbench.bench import control_variants
+from fwbench.bench.grid import control_variants
+from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
 from fwbench.config import report_dir
-from fwbench.models import flatten_size
+from fwbench.frameworks import registry as frameworks
+from fwbench.models.architecture import flatten_size
 from fwbench.reporting import figures
+from fwbench.runtime import git_state
 from fwbench.reporting.render import Section, Table, render_html, render_markdown
 from fwbench.reporting.tables import (
     bench_table, curves_table, export_table, load_runs, results_long, subset, training_table,
@@ -26,7 +28,6 @@ from fwbench.stats import mean_ci
 
 log = logging.getLogger(__name__)
 
-FRAMEWORK_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
 FIGURES = {
     "accuracy": "accuracy.png",
     "curves": "learning_curves.png",
@@ -35,6 +36,9 @@ FIGURES = {
     "latency": "latency.png",
     "memory": "memory.png",
 }
+# The article's MNIST input: 28x28 grey images, ten classes.
+ARTICLE_INPUT_SHAPE = (28, 28, 1)
+ARTICLE_CLASSES = 10
 # The article's chapter-6 network as printed flattens 16 feature maps of 6x6.
 ARTICLE_LENET_FLATTEN = 16 * 6 * 6
 CLAIMS_TABLE = "claims.csv"
@@ -47,23 +51,13 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def framework_name(framework: str) -> str:
-    return FRAMEWORK_NAMES.get(framework, framework)
-
-
-def git_commit() -> str:
-    """The commit of the code that made the report (its source checkout, not the working directory)."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
+    return frameworks.display_name(framework)
 
 
 def model_framework_groups(table: pd.DataFrame, models: list[str]):
     """(model, framework, rows) for every model x framework present in the table, in report order."""
     for model in models:
-        for framework in FRAMEWORK_NAMES:
+        for framework in frameworks.FRAMEWORKS:
             group = subset(table, framework=framework, model=model)
             if not group.empty:
                 yield model, framework, group
@@ -187,26 +181,20 @@ def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Secti
     )
 
 
-def process_values(group: pd.DataFrame, metric: str) -> pd.Series:
-    """One value per process (replicate) of a variant: the mean of its windows."""
-    return group.groupby("replicate")[metric].mean().dropna()
-
-
 def cv_percent(values) -> str:
     return fmt(100 * coefficient_of_variation(values), 1)
 
 
 def over_processes_cell(group: pd.DataFrame, metric: str, digits: int) -> str:
     """Mean over the variant's processes with its 95 % t interval: `mean [low–high]`."""
-    ci = mean_ci(process_values(group, metric))
+    ci = mean_ci(process_means(group, metric))
     return f"{fmt(ci.mean, digits)} [{fmt(ci.low, digits)}–{fmt(ci.high, digits)}]"
 
 
 def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
     """The mean CV of the windows inside one process."""
-    per_process = [coefficient_of_variation(rows[metric].dropna()) for _, rows in group.groupby("replicate")]
-    per_process = [cv for cv in per_process if math.isfinite(cv)]
-    return fmt(100 * sum(per_process) / len(per_process), 1) if per_process else "n/a"
+    cv = within_process_cv(group, metric)
+    return fmt(100 * cv, 1) if math.isfinite(cv) else "n/a"
 
 
 def variant_groups(bench: pd.DataFrame):
@@ -220,7 +208,7 @@ def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], withi
     for (model, framework, mode), group in variant_groups(bench):
         cells = [model, framework_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
-            cells += [over_processes_cell(group, metric, digits), cv_percent(process_values(group, metric))]
+            cells += [over_processes_cell(group, metric, digits), cv_percent(process_means(group, metric))]
             if within:
                 cells.append(within_cv_cell(group, metric))
         rows.append(cells)
@@ -244,7 +232,7 @@ def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section
          "Time from a fresh model to the end of its first training step: tracing, graph building and "
          "compilation (XLA, torch.compile) land here, reported apart from throughput; once per process."),
         ("latency", "Inference latency", [("infer_latency_p50_ms", 3), ("infer_latency_p99_ms", 3),
-                                          ("infer_throughput_samples_per_s", 0)], True,
+                                          ("infer_samples_per_s", 0)], True,
          ["p50 ms", "p99 ms", "large-batch samples/s"], "infer_latency_p50_ms", "batch-1 latency p50 (ms)", True,
          "Inference at batch 1 (percentiles over many calls, after each training window) and throughput at a "
          "large batch."),
@@ -340,11 +328,12 @@ def article_section(config_dir: Path) -> Section:
         trainer = compose_config(config_dir, ["experiment=article", f"model={model}"]).trainer
         rows.append([model, trainer.optimizer, str(trainer.lr), str(trainer.momentum),
                      str(trainer.batch_size), str(trainer.epochs)])
-    corrected = flatten_size("lenet")
+    lenet = compose_config(config_dir, ["model=lenet"]).model
+    corrected = flatten_size(lenet, ARTICLE_INPUT_SHAPE, ARTICLE_CLASSES)
     facts = [
         f"Chapter 6 (LeNet): the article flattens to 16*6*6 = {ARTICLE_LENET_FLATTEN}, but two 3x3 valid "
         f"convolutions and two 2x2 poolings of a 28x28 input leave 16 maps of 5x5 = {corrected} features "
-        f"(computed by fwbench.models.flatten_size); the pipeline's lenet uses {corrected}.",
+        f"(computed by fwbench.models.architecture.flatten_size); the pipeline's lenet uses {corrected}.",
         "Chapter 3: the convolutional network's flatten size assumes a pooling layer that the code does not "
         "contain, so its dense layer cannot take the flattened output as written.",
         "The article's TensorFlow code uses the TF1 placeholder/Session API (tf.placeholder, tf.Session), "
@@ -366,7 +355,7 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
     for run in runs:
         packages.update(run["history"].get("packages", {}))
     facts = [
-        ["git commit", git_commit()],
+        ["git commit", git_state()["git_commit"]],
         ["command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
         ["experiment / dataset", f"{cfg.experiment.name} / {cfg.dataset.name}"],
         ["machine", f"{machine['cpu_model']}, {machine['cpu_count']} cores, {machine['platform']}"],
@@ -396,7 +385,7 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
 
 def tracking_summary(cfg: DictConfig) -> dict:
     """What the tracking parent file says about the MLflow store, when tracking ran."""
-    from fwbench.tracking import parent_run_file, read_parent
+    from fwbench.tracking.runs import parent_run_file, read_parent
 
     path = parent_run_file(cfg)
     if not Path(path).exists():

@@ -12,13 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fwbench.bench.table import process_means  # noqa: E402
+from fwbench.frameworks.registry import FRAMEWORKS  # noqa: E402
 from fwbench.reporting.tables import subset  # noqa: E402
 from fwbench.stats import mean_ci  # noqa: E402
 
-STYLE = {
-    "tf": {"label": "TensorFlow", "color": "#E69F00", "hatch": "//", "marker": "o", "linestyle": "-"},
-    "torch": {"label": "PyTorch", "color": "#0072B2", "hatch": "", "marker": "s", "linestyle": "--"},
-}
+# Each framework's colour, hatch, marker and line style, and its name as the legend's label.
+STYLE = {name: {"label": spec.display_name, **spec.style} for name, spec in FRAMEWORKS.items()}
 DPI = 110
 BAR_WIDTH = 0.38
 
@@ -85,7 +85,7 @@ def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: st
         rows = bench[bench["model"] == model]
         labels, medians, lower, upper, colours, hatches = [], [], [], [], [], []
         for (framework, mode), group in rows.groupby(["framework", "mode"], sort=False):
-            per_process = group.groupby("replicate")[metric].mean().dropna()
+            per_process = process_means(group, metric)
             centre = per_process.mean()
             labels.append(f"{framework}:{mode}")
             medians.append(centre)

@@ -1,1 +1,1 @@
-"""Training: one loop (loop.py) over two framework adapters (keras_adapter, torch_adapter)."""
+"""Training: one loop (loop.py) over the framework adapters (each framework module's `Adapter`, fwbench.frameworks)."""

@@ -1,6 +1,6 @@
 """The training loop both frameworks share: per-epoch history, checkpoints, resume, SIGTERM.
 
-The adapters (keras_adapter, torch_adapter) do the framework work: one epoch
+The adapters (each framework module's `Adapter`) do the framework work: one epoch
 over a given sample order, logits for a batch of inputs, and saving/restoring.
 Everything that must be the same for a fair comparison lives here: the sample
 order of every epoch, the per-epoch reseeding, the metrics, the timing.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fwbench.errors import Interrupted
 from fwbench.runtime import write_json_atomic
 from fwbench.training.metrics import accuracy, cross_entropy
 
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 PROGRESS_FILE = "progress.json"
-
-
-class Interrupted(Exception):
-    """SIGTERM arrived (SLURM preemption or time limit): the last checkpoint stands."""
 
 
 @dataclass
