@@ -27,6 +27,7 @@ BAD_OVERRIDES = [
     (["experiment.frameworks=[tf,jax]"], "experiment.frameworks='jax'", "tf, torch"),
     (["colour=blue"], "unknown override key 'colour'", "top-level keys"),
     (["trainer.lrate=0.1"], "unknown override key 'trainer.lrate'", "top-level keys"),
+    (["tracking.system_metrics_interval_s=0"], "tracking.system_metrics_interval_s=0", "a number > 0"),
 ]
 
 

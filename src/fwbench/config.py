@@ -19,10 +19,14 @@ from fwbench.bench.grid import MODES, PRECISIONS, check_mode
 from fwbench.errors import ConfigError
 from fwbench.models.architecture import layer_specs
 
-CONFIG_GROUPS = ("dataset", "model", "framework", "trainer", "bench", "experiment")
 OPTIMIZERS = ("adam", "sgd")
 # The --config key that carries space-separated Hydra overrides.
 OVERRIDES_KEY = "overrides"
+
+
+def config_groups(config_dir: Path) -> list[str]:
+    """The config groups: the folders of the config tree (`model=...`, `bench=...`)."""
+    return sorted(p.name for p in Path(config_dir).iterdir() if p.is_dir())
 
 
 def group_options(config_dir: Path, group: str) -> list[str]:
@@ -78,10 +82,11 @@ def _overridden_trainer_keys(overrides: list[str]) -> set[str]:
 
 def _check_group_choices(config_dir: Path, overrides: list[str]) -> None:
     """Reject `model=foo` before Hydra does, with a one-line message listing the choices."""
+    groups = config_groups(config_dir)
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        if key in CONFIG_GROUPS:
+        if key in groups:
             options = group_options(config_dir, key)
             if value not in options:
                 raise ConfigError(
@@ -146,6 +151,7 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         value = cfg.claims[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
             raise ConfigError(f"claims.{key}={value!r} is invalid: accepted is a number in (0, 1), e.g. 0.05")
+    _check_positive_number("tracking.system_metrics_interval_s", cfg.tracking.system_metrics_interval_s)
     _check_bench(cfg, config_dir)
     layer_specs(cfg.model, cfg.dataset.num_classes)  # a bad layer in config/model fails here, not in a job
 

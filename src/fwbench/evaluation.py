@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from fwbench.config import processed_dir, run_dir
 from fwbench.data.preprocess import load_split, read_manifest
 from fwbench.export import export_and_reload
-from fwbench.frameworks import registry as frameworks
 from fwbench.runtime import scheduler_info, write_json_atomic
 from fwbench.tracking.runs import child_run
 from fwbench.training.metrics import classification_report
@@ -21,11 +20,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def load_logits_fn(cfg: DictConfig, model_dir: Path, input_shape, num_classes: int):
-    """(NHWC arrays -> logits function, the device it runs on) for the saved model."""
-    return frameworks.load(cfg.framework.name).load_logits_fn(model_dir, cfg.model, input_shape, num_classes)
-
-
 def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     """Test-set accuracy, loss, per-class accuracy, confusion matrix, and the export/reload check.
 
@@ -33,11 +27,12 @@ def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     """
     out_dir = Path(out_dir) if out_dir else run_dir(cfg, cfg.framework.name, cfg.model.name, cfg.seed)
     with child_run(cfg, "evaluate") as tracked:
-        configure_framework(cfg)
+        framework = configure_framework(cfg)
         data_dir = processed_dir(cfg)
         manifest = read_manifest(data_dir)
         x_test, y_test = load_split(data_dir, "test")
-        predict, device = load_logits_fn(cfg, out_dir / MODEL_DIR, x_test.shape[1:], manifest["num_classes"])
+        predict, device = framework.load_logits_fn(out_dir / MODEL_DIR, cfg.model, x_test.shape[1:],
+                                                   manifest["num_classes"])
         logits = predict(x_test, cfg.trainer.eval_batch_size)
         metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
         metrics["device"] = device

@@ -50,10 +50,6 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:,.{digits}f}"
 
 
-def framework_name(framework: str) -> str:
-    return frameworks.display_name(framework)
-
-
 def model_framework_groups(table: pd.DataFrame, models: list[str]):
     """(model, framework, rows) for every model x framework present in the table, in report order."""
     for model in models:
@@ -142,7 +138,7 @@ def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[
         ci = mean_ci(group["test_accuracy"])
         epoch = mean_ci(group["epoch_time_s"])
         rows.append([
-            model, framework_name(framework), str(ci.n),
+            model, frameworks.display_name(framework), str(ci.n),
             f"{fmt(ci.mean * 100, 2)} ± {fmt(ci.half_width * 100, 2)}",
             fmt(group["test_accuracy"].std() * 100, 2),
             f"{fmt(epoch.mean, 2)} ± {fmt(epoch.half_width, 2)}",
@@ -171,7 +167,7 @@ def time_to_accuracy_section(training: pd.DataFrame, models: list[str]) -> Secti
                 f"{fmt(reached.mean(), 1)} s ({len(reached)}/{len(group)} seeds)" if len(reached) else
                 f"not reached (0/{len(group)})"
             )
-        rows.append([model, framework_name(framework), *cells])
+        rows.append([model, frameworks.display_name(framework), *cells])
     header = ["model", "framework", *[f"val acc ≥ {c[len('time_to_'):-2]}" for c in targets]]
     return Section(
         "time-to-accuracy", "Time to accuracy",
@@ -206,7 +202,7 @@ def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], withi
     CV, and (for metrics measured per window) the within-process CV."""
     rows = []
     for (model, framework, mode), group in variant_groups(bench):
-        cells = [model, framework_name(framework), mode, str(group["replicate"].nunique())]
+        cells = [model, frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
             cells += [over_processes_cell(group, metric, digits), cv_percent(process_means(group, metric))]
             if within:
@@ -269,7 +265,7 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
     for position, group in processes:
         first = group.iloc[0]
         rates = ", ".join(f"{value:,.0f}" for value in group["train_samples_per_s"])
-        rows.append([str(position), str(first["schedule_block"]), first["model"], framework_name(first["framework"]),
+        rows.append([str(position), str(first["schedule_block"]), first["model"], frameworks.display_name(first["framework"]),
                      first["mode"], str(first["replicate"]), rates,
                      fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1)])
     return Section(
@@ -288,7 +284,7 @@ def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
     rows = []
     for model, framework, group in model_framework_groups(exports, models):
         rows.append([
-            model, framework_name(framework), group["export_format"].iloc[0],
+            model, frameworks.display_name(framework), group["export_format"].iloc[0],
             fmt(group["export_size_mb"].mean(), 3), fmt(group["load_time_s"].mean(), 3),
             fmt(group["first_prediction_ms"].mean(), 2), fmt(group["prediction_parity"].mean() * 100, 2),
             str(len(group)),
@@ -365,14 +361,14 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
         ["initialisation", "each framework's default (not matched)"],
         ["MLflow tracking", tracking.get("summary", "not recorded")],
     ]
-    run_rows = [[framework_name(r.framework), r.model, f"seed {r.seed}", "train", r.train_run_id or "n/a"]
+    run_rows = [[frameworks.display_name(r.framework), r.model, f"seed {r.seed}", "train", r.train_run_id or "n/a"]
                 for r in training.itertuples()]
-    run_rows += [[framework_name(r.framework), r.model, f"seed {r.seed}", "evaluate", r.evaluate_run_id or "n/a"]
+    run_rows += [[frameworks.display_name(r.framework), r.model, f"seed {r.seed}", "evaluate", r.evaluate_run_id or "n/a"]
                  for r in training.itertuples()]
     if bench is not None and "mlflow_run_id" in bench.columns:
         for (framework, model, mode, replicate), group in bench.groupby(["framework", "model", "mode", "replicate"],
                                                                         sort=False):
-            run_rows.append([framework_name(framework), model, f"{mode}, replicate {replicate}", "bench",
+            run_rows.append([frameworks.display_name(framework), model, f"{mode}, replicate {replicate}", "bench",
                              str(group["mlflow_run_id"].iloc[0])])
     return Section(
         "provenance", "Provenance",

@@ -29,7 +29,6 @@ from fwbench.runtime import git_state, package_versions, write_json_atomic
 from fwbench.tracking.store import (
     SQLITE_PREFIX,
     TrackingError,
-    check_tracking_config,
     experiment_name,
     one_line,
     open_store,
@@ -360,7 +359,6 @@ def child_run(cfg: DictConfig, job: str, tags: Mapping[str, object] | None = Non
     if not tracking_enabled(cfg):
         yield DisabledRun()
         return
-    check_tracking_config(cfg)
     client, experiment_id, parent_run_id = _parent_or_new(cfg)
     run_tags = _job_tags(cfg, job, tags)
     if parent_run_id:

@@ -85,14 +85,6 @@ def resolve_store(cfg: DictConfig) -> tuple[str, Path | None]:
     return uri, None
 
 
-def check_tracking_config(cfg: DictConfig) -> None:
-    interval = cfg.tracking.system_metrics_interval_s
-    if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
-        raise TrackingError(
-            f"tracking.system_metrics_interval_s={interval!r} is invalid: accepted is a number of seconds > 0"
-        )
-
-
 def tracking_enabled(cfg: DictConfig) -> bool:
     return bool(cfg.tracking.get("enabled", True))
 
@@ -258,7 +250,6 @@ def open_store(cfg: DictConfig):
     """(client, tracking URI, experiment id): the store created if it is the embedded one, probed, ready."""
     from mlflow import MlflowClient
 
-    check_tracking_config(cfg)
     uri, artifact_root = resolve_store(cfg)
     if artifact_root is not None:
         create_sqlite_store(uri, artifact_root)
