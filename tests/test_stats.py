@@ -16,8 +16,10 @@ from fwbench.stats import (
     NO_MEANINGFUL_DIFFERENCE,
     RATIO,
     SUPPORTED,
+    NO_PRIOR,
     Comparison,
     compare,
+    fit_variance_prior,
     contrast,
     equivalence_verdict,
     mean_ci,
@@ -216,6 +218,62 @@ def test_the_process_interval_covers_a_known_between_process_variance():
         covered_by_window += by_window.ci_low <= true_ratio <= by_window.ci_high
     assert covered_by_process / simulations >= 0.90
     assert covered_by_window / simulations < 0.80
+
+
+def bench_like_grid(rng, groups: int, between_sds, windows: int = 5, processes: int = 3):
+    """Process means of `groups` variants, each with its own between-process spread (log scale)."""
+    return [np.array([w.mean() for w in simulated_processes(rng, processes, windows, math.log(1000.0), sd, 0.03)])
+            for sd in between_sds[:groups]]
+
+
+@pytest.mark.parametrize("spread", ["equal", "unequal"])
+def test_moderated_intervals_cover_the_truth_and_vary_less_in_width(spread):
+    """A 20-variant grid, 3 processes a side: the prior fitted to all variants' variances keeps the
+    nominal 95 % interval's coverage at 90 % or more over 300 simulations, with between-process
+    spreads equal across variants or spread over a factor of 4, and the interval's width varies less
+    from one simulated run to the next than plain Welch's (which is why two runs agree more)."""
+    rng = np.random.default_rng(20261203)
+    true_ratio, simulations, variants = 1.2, 300, 20
+    covered, widths, plain_widths = 0, [], []
+    for _ in range(simulations):
+        sds = np.full(variants, 0.1) if spread == "equal" else np.exp(rng.uniform(np.log(0.05), np.log(0.2), variants))
+        grid = bench_like_grid(rng, variants, sds)
+        grid[0] = grid[0] * true_ratio  # variant 0 is a: true ratio 1.2 over variant 1
+        prior = fit_variance_prior(grid)
+        moderated = compare(grid[0], grid[1], higher_is_better=True, prior=prior)
+        plain = compare(grid[0], grid[1], higher_is_better=True)
+        covered += moderated.ci_low <= true_ratio <= moderated.ci_high
+        widths.append(math.log(moderated.ci_high / moderated.ci_low))
+        plain_widths.append(math.log(plain.ci_high / plain.ci_low))
+    assert covered / simulations >= 0.90
+    assert np.std(widths) / np.mean(widths) < np.std(plain_widths) / np.mean(plain_widths)
+
+
+def test_the_prior_recovers_a_known_spread_of_variances():
+    """Variances drawn from a scaled inverse chi-square (s0² = 0.01, d0 = 8): the fit finds both."""
+    rng = np.random.default_rng(7)
+    groups = []
+    for _ in range(2000):
+        variance = 8 * 0.01 / rng.chisquare(8)
+        groups.append(np.exp(rng.normal(0.0, math.sqrt(variance), size=3)))
+    prior = fit_variance_prior(groups)
+    assert prior.variance == pytest.approx(0.01, rel=0.15)
+    assert prior.df == pytest.approx(8.0, rel=0.35)
+
+
+def test_no_prior_from_too_few_groups_and_no_pooling_without_a_prior():
+    assert fit_variance_prior([[1.0, 2.0], [2.0, 3.0]]) == NO_PRIOR
+    a, b = [10.0, 11.0, 12.0], [9.0, 9.5, 10.5]
+    assert compare(a, b, True, prior=NO_PRIOR) == compare(a, b, True)
+
+
+def test_groups_alike_share_one_variance():
+    """Variances no more spread than sampling makes: the prior says the groups share one (df inf)."""
+    rng = np.random.default_rng(3)
+    groups = [np.exp(rng.normal(0.0, 0.1, size=50)) for _ in range(10)]
+    prior = fit_variance_prior(groups)
+    assert prior.df > 100
+    assert prior.variance == pytest.approx(0.01, rel=0.2)
 
 
 # ------------------------------------------------------------------ summaries

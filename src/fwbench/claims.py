@@ -47,6 +47,8 @@ BENCH_COLUMNS = (
 BENCH_NUMERIC = BENCH_COLUMNS[6:]
 # The bench table's independent unit: one process of a variant.
 PROCESS_COLUMN = "replicate"
+# Even (0) or odd (1) process: the two arms of an A/A control.
+REPLICATE_PARITY = "replicate_parity"
 ACCURACY_COLUMNS = ("framework", "model", "seed", "test_accuracy")
 EXPORT_COLUMNS = (
     "framework", "model", "seed", "export_format",
@@ -260,6 +262,38 @@ UNMEASURED_CLAIMS = (
 class _Settings:
     confidence: float
     margins: Margins
+    # Per metric column: the prior of its groups' variances (fwbench.stats.fit_variance_prior).
+    priors: dict = field(default_factory=dict)
+
+    def prior(self, metric: Metric) -> stats.VariancePrior:
+        return self.priors.get(metric.column, stats.NO_PRIOR)
+
+
+# The groups whose variances a metric's prior is fitted to: every arm x model (x mode, x format) it has.
+PRIOR_GROUPS = {
+    "bench": ("framework", "model", "mode"),
+    "accuracy": ("framework", "model"),
+    "export": ("framework", "model", "export_format"),
+}
+PRIOR_METRICS = {"bench": (THROUGHPUT, PEAK_MEMORY), "accuracy": (TEST_ACCURACY,), "export": EXPORT_METRICS}
+
+
+def variance_priors(tables: dict, extra_keys: tuple[str, ...] = ()) -> dict[str, stats.VariancePrior]:
+    """For each metric, the prior fitted to the variances of all its groups in this run (on every device).
+
+    `extra_keys` splits the groups further, so that the prior is fitted to groups like those compared
+    (the A/A controls compare halves of a variant).
+    """
+    priors = {}
+    for name, metrics in PRIOR_METRICS.items():
+        table = tables.get(name)
+        if table is None:
+            continue
+        keys = [*PRIOR_GROUPS[name], *(["device"] if "device" in table.columns else []), *extra_keys]
+        for metric in metrics:
+            groups = [_unit_values(rows, metric.column) for _, rows in table.groupby(keys, sort=False)]
+            priors[metric.column] = stats.fit_variance_prior(groups, metric.kind)
+    return priors
 
 
 class _NotMeasured(Exception):
@@ -283,7 +317,7 @@ def evaluate_claims(
     _check_accuracy_range(tables["accuracy"])
     for name in ("speed", "memory", "accuracy"):
         stats.check_margin(getattr(margins, name), f"claims.{name}_margin")
-    settings = _Settings(confidence, margins)
+    settings = _Settings(confidence, margins, variance_priors(tables))
     return [_evaluate(claim, tables, settings) for claim in CLAIMS]
 
 
@@ -361,8 +395,12 @@ def _arm_values(table: pd.DataFrame, model: str, arm: Arm, column: str, extra: d
         mask &= table["mode"] == arm.mode
     for key, value in (extra or {}).items():
         mask &= table[key] == value
-    rows = table.loc[mask]
-    if PROCESS_COLUMN in table.columns:
+    return _unit_values(table.loc[mask], column)
+
+
+def _unit_values(rows: pd.DataFrame, column: str) -> np.ndarray:
+    """One value per independent unit: a bench process's mean over its windows, or a seed's row."""
+    if PROCESS_COLUMN in rows.columns:
         return process_means(rows, column).to_numpy(dtype=float)
     return rows[column].dropna().to_numpy(dtype=float)
 
@@ -378,7 +416,8 @@ def _row(comparison: stats.Comparison, verdict: str, scope: str, device: str, mo
 
 
 def _compare(a: np.ndarray, b: np.ndarray, metric: Metric, settings: _Settings) -> stats.Comparison:
-    return stats.compare(a, b, metric.higher_is_better, kind=metric.kind, confidence=settings.confidence)
+    return stats.compare(a, b, metric.higher_is_better, kind=metric.kind, confidence=settings.confidence,
+                         prior=settings.prior(metric))
 
 
 def _verdict(comparison: stats.Comparison, claim: Claim, metric: Metric, settings: _Settings) -> str:
@@ -467,7 +506,7 @@ def evaluate_size_trend(claim: Claim, tables: dict, settings: _Settings):
                 groups += [samples[model][1], samples[model][2]]
                 coefficients += [weight, -weight]
             comparison = stats.contrast(groups, coefficients, metric.higher_is_better, kind=RATIO,
-                                        confidence=settings.confidence)
+                                        confidence=settings.confidence, prior=settings.prior(metric))
             verdict = _verdict(comparison, claim, metric, settings)
             ratios = ", ".join(f"{m} {stats.compare(samples[m][1], samples[m][2], True).estimate:.3g}"
                                for m in order)
@@ -512,7 +551,7 @@ def _gpu_over_cpu_rows(claim: Claim, bench: pd.DataFrame, gpus: list[str], setti
                 if min(group.size for group in groups) == 0:
                     continue
                 comparison = stats.contrast(groups, [1.0, -1.0, -1.0, 1.0], metric.higher_is_better, kind=RATIO,
-                                            confidence=settings.confidence)
+                                            confidence=settings.confidence, prior=settings.prior(metric))
                 rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), scope,
                                  f"{gpu} vs {CPU_DEVICE}", model, pairing.label, metric.column))
     return rows
@@ -607,7 +646,9 @@ def evaluate_controls(bench_df: pd.DataFrame | None, controls, *, confidence: fl
     bench = _checked_table(bench_df, BENCH_COLUMNS, BENCH_NUMERIC, "bench")
     if bench is None:
         return ControlResults((), ("no bench table: no control measured",))
-    settings = _Settings(confidence, margins)
+    # The control compares halves of a variant (even and odd processes): the prior is fitted to such halves.
+    halves = bench.assign(**{REPLICATE_PARITY: bench[PROCESS_COLUMN] % 2})
+    settings = _Settings(confidence, margins, variance_priors({"bench": halves}, extra_keys=(REPLICATE_PARITY,)))
     rows, notes = [], []
     for device in _devices(bench):
         table = _on_device(bench, device)

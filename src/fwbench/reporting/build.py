@@ -310,7 +310,9 @@ def claim_details_section(results: list, confidence: float) -> Section:
         "claims", "Claims in detail",
         [f"Per condition: the estimate (ratio a/b of geometric means over processes, or difference a−b for "
          f"accuracy) with its {100 * confidence:g} % Welch t interval over independent processes (bench "
-         "processes, or seeds), the number of processes on each side, and the verdict.", *notes],
+         "processes, or seeds), each side's variance moderated by a prior fitted to all groups of the metric "
+         "in this run (empirical Bayes; the method column of claims.csv gives the prior's degrees of freedom), "
+         "the number of processes on each side, and the verdict.", *notes],
         [Table(["claim", "condition", "metric", "estimate [95 % CI]", "processes a / b", "verdict"], rows,
                verdict_columns=(5,))],
     )
