@@ -35,9 +35,13 @@ from fwbench.bench.table import check_no_overlap, check_columns, process_means, 
 from fwbench.bench.timing import StepClock, TrainingPlan, throughput_cv, time_calls
 from fwbench.config import compose_config, validate_config
 from fwbench.errors import ConfigError, DataError
+from fwbench.frameworks import registry
 from fwbench.frameworks.registry import FRAMEWORKS
 
 POLL_LAG = {name: spec.poll_lag for name, spec in FRAMEWORKS.items()}  # where each adapter's stop poll falls
+# The arms whose adapters this process can import (the Keras arms on torch and JAX need their own;
+# their adapter is the tf arm's Keras adapter).
+IN_PROCESS = sorted(registry.sharing_a_process(FRAMEWORKS))
 
 # Small enough to run in seconds, with every phase present.
 TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=50"]
@@ -177,34 +181,31 @@ def tiny_trainer():
                              "batch_size": 8, "epochs": 1, "eval_batch_size": 8})
 
 
-def steps_done_keras(adapter) -> int:
-    return int(np.asarray(adapter.model.optimizer.iterations))
-
-
 def steps_done_torch(adapter) -> int:
     states = list(adapter.optimizer.state.values())
     return int(states[0]["step"]) if states else 0
 
 
+# How many optimizer steps each adapter has taken (what the poll tests check the polls against).
+STEPS_DONE = {
+    "tf": lambda adapter: int(np.asarray(adapter.model.optimizer.iterations)),
+    "tf_native": lambda adapter: int(adapter.optimizer.iterations.numpy()),
+    "torch": steps_done_torch,
+    "jax": lambda adapter: adapter.step_count,
+}
+
+
 def tiny_adapter_and_data(framework: str, steps: int):
     """A pipeline adapter on the linear model, its steps counter, and `steps` batches of random data."""
-    if framework == "tf":
-        from fwbench.frameworks.tf import Adapter
-
-        steps_done = steps_done_keras
-    else:
-        from fwbench.frameworks.torch import Adapter
-
-        steps_done = steps_done_torch
     trainer = tiny_trainer()
-    adapter = Adapter(model_config("linear"), (28, 28, 1), 10, trainer)
+    adapter = registry.load(framework).Adapter(model_config("linear"), (28, 28, 1), 10, trainer)
     rng = np.random.default_rng(0)
     x = rng.random((steps * trainer.batch_size, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
-    return adapter, lambda: steps_done(adapter), x, y
+    return adapter, lambda: STEPS_DONE[framework](adapter), x, y
 
 
-@pytest.mark.parametrize("framework", ["tf", "torch"])
+@pytest.mark.parametrize("framework", IN_PROCESS)
 def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
     """POLL_LAG is what the pipeline's adapters do: poll i comes after step i - lag."""
     steps = 5
@@ -220,7 +221,7 @@ def test_adapters_poll_once_per_step_with_the_declared_lag(framework):
     assert seen == [poll_index + 1 - lag for poll_index in range(steps)]
 
 
-@pytest.mark.parametrize("framework", ["tf", "torch"])
+@pytest.mark.parametrize("framework", IN_PROCESS)
 def test_adapters_stop_at_the_poll_that_asks(framework):
     """The StepClock ends training when it has its windows: no step runs after that poll."""
     stop_at = 2
@@ -398,7 +399,7 @@ def test_mode_the_framework_lacks_is_one_line():
 
 
 def test_refused_imports_fail_only_inside_the_block():
-    from fwbench.bench.run import imports_refused
+    from fwbench.runtime import imports_refused
 
     assert "tabnanny" not in sys.modules  # a stdlib module nothing here loads
     with imports_refused(("tabnanny", "csv")):
@@ -459,7 +460,7 @@ def test_bench_script_refuses_unknown_mode_with_one_line():
     ("bench.control_model=resnet", "bench.control_model='resnet' is invalid: accepted are"),
     ("+bench.model_window_steps.convnet.torch.xla=20", "'xla' does not exist for framework=torch"),
     ("bench.model_window_steps.convnet.tf.graph=0", "bench.model_window_steps.convnet.tf.graph=0"),
-    ("+bench.model_window_steps.convnet.jax={eager: 5}", "bench.model_window_steps.convnet.jax="),
+    ("+bench.model_window_steps.convnet.mxnet={eager: 5}", "bench.model_window_steps.convnet.mxnet="),
 ])
 def test_bad_bench_config_is_refused(override, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
@@ -493,7 +494,8 @@ def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
     cfg = compose_config(CONFIG_DIR, ["experiment=default"])
     grid, schedule = bench_grid(cfg), bench_schedule(cfg)
     controls = set(control_variants(cfg))
-    assert controls == {("tf", "convnet", "graph"), ("torch", "convnet", "eager")}
+    assert controls == {("tf", "convnet", "graph"), ("tf_native", "convnet", "graph"), ("torch", "convnet", "eager"),
+                        ("jax", "convnet", "jit")}
     replicates = cfg.bench.replicates
     # Every variant R processes; each control an even number (its two A/A arms equal).
     counts = Counter(job.variant for job in schedule)
@@ -506,9 +508,9 @@ def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
         assert {job.replicate for job in members} == {block}
     orders = [[job.variant for job in schedule if job.block == block] for block in range(replicates)]
     assert orders[0] != grid and len({tuple(order) for order in orders}) == replicates  # shuffled, per block
-    # Both frameworks spread through every block, not one after the other.
+    # Every framework spreads through every block, not one after the other.
     first_half = [job.framework for job in schedule if job.block == 0][: len(grid) // 2]
-    assert set(first_half) == {"tf", "torch"}
+    assert set(first_half) == set(cfg.experiment.frameworks)
 
 
 def test_schedule_is_seeded():
@@ -542,7 +544,8 @@ def test_snakemake_runs_the_bench_jobs_in_the_schedules_order(tmp_path):
         previous_of[rows] = earlier
     cfg = compose_config(CONFIG_DIR, ["experiment=smoke", *redirected_paths(tmp_path)])
     in_order = [str(job_rows_path(cfg, *job.variant, job.replicate)) for job in bench_schedule(cfg)]
-    assert len(previous_of) == len(in_order) == 7  # 5 variants once, the 2 controls twice
+    variants, controls = len(bench_grid(cfg)), len(control_variants(cfg))
+    assert len(previous_of) == len(in_order) == variants + controls  # every variant once, the controls twice
     assert previous_of[in_order[0]] == []
     for earlier, later in zip(in_order, in_order[1:]):
         assert previous_of[later] == [earlier]
@@ -581,7 +584,7 @@ def test_bench_jobs_hold_a_whole_epoch_in_order_whatever_their_windows_plan(smok
     assert len(cut_x) == len(cut_order) == 2 * cfg.trainer.batch_size
 
 
-@pytest.mark.parametrize("framework", ["tf", "torch"])
+@pytest.mark.parametrize("framework", IN_PROCESS)
 def test_adapters_train_on_arrays_already_in_order(framework):
     """order None trains on the arrays as given: the same steps as an identity order."""
     steps = 3

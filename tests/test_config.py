@@ -14,8 +14,8 @@ from fwbench.errors import ConfigError
 BAD_OVERRIDES = [
     (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, mlp"),
     (["dataset=cifar"], "unknown dataset 'cifar'", "digits, fashion_mnist, mnist"),
-    (["framework=jax"], "unknown framework 'jax'", "tf, torch"),
-    (["experiment=huge"], "unknown experiment 'huge'", "article, default, smoke"),
+    (["framework=mxnet"], "unknown framework 'mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
+    (["experiment=huge"], "unknown experiment 'huge'", "article, backends, default, smoke"),
     (["trainer.lr=0"], "trainer.lr=0", "a number > 0"),
     (["trainer.lr=-0.1"], "trainer.lr=-0.1", "a number > 0"),
     (["trainer.batch_size=0"], "trainer.batch_size=0", "an integer > 0"),
@@ -24,7 +24,7 @@ BAD_OVERRIDES = [
     (["trainer.epochs=2.5"], "trainer.epochs=2.5", "an integer > 0"),
     (["trainer.optimizer=rmsprop"], "trainer.optimizer='rmsprop'", "adam, sgd"),
     (["experiment.models=[mlp,vgg]"], "experiment.models='vgg'", "convnet, lenet, linear, mlp"),
-    (["experiment.frameworks=[tf,jax]"], "experiment.frameworks='jax'", "tf, torch"),
+    (["experiment.frameworks=[tf,mxnet]"], "experiment.frameworks='mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
     (["colour=blue"], "unknown override key 'colour'", "top-level keys"),
     (["trainer.lrate=0.1"], "unknown override key 'trainer.lrate'", "top-level keys"),
     (["tracking.system_metrics_interval_s=0"], "tracking.system_metrics_interval_s=0", "a number > 0"),
@@ -50,11 +50,11 @@ def test_an_unknown_key_lists_the_top_level_keys_of_the_config_tree_itself():
     assert {"bench", "tracking", "claims"} <= set(listed)
 
 
-def test_default_experiment_grid_is_4_models_x_2_frameworks_x_3_seeds():
+def test_default_experiment_grid_is_4_models_x_4_frameworks_x_3_seeds():
     cfg = compose_config(CONFIG_DIR)
     grid = experiment_grid(cfg)
-    assert len(grid) == 24
-    assert {framework for framework, _, _ in grid} == {"tf", "torch"}
+    assert len(grid) == 48
+    assert {framework for framework, _, _ in grid} == {"tf", "tf_native", "torch", "jax"}
     assert {model for _, model, _ in grid} == {"linear", "mlp", "lenet", "convnet"}
     assert cfg.dataset.name == "fashion_mnist"
 

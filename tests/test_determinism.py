@@ -1,7 +1,8 @@
 """The same seed run twice on the CPU gives identical metrics in each framework.
 
-TensorFlow runs with op determinism on (tf.config.experimental.enable_op_determinism)
-and PyTorch with torch.use_deterministic_algorithms(True); the sample order of
+TensorFlow (both arms) runs with op determinism on (tf.config.experimental.enable_op_determinism),
+PyTorch with torch.use_deterministic_algorithms(True), JAX as XLA runs on the CPU (no
+switch needed there); dropout masks come from seeded keys in every arm; the sample order of
 every epoch is a function of (seed, epoch). The convnet is used because its
 dropout is the RNG-dependent case.
 """
@@ -13,6 +14,7 @@ import json
 import pytest
 
 from conftest import redirected_paths, run_script
+from fwbench.frameworks.registry import FRAMEWORKS
 
 
 def train_history(base, results_name: str, framework: str, seed: int) -> list[dict]:
@@ -31,7 +33,7 @@ def metrics_only(history: list[dict]) -> list[tuple]:
     return [(e["train_loss"], e["train_accuracy"], e["val_loss"], e["val_accuracy"]) for e in history]
 
 
-@pytest.mark.parametrize("framework", ["tf", "torch"])
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
 def test_same_seed_gives_identical_metrics(smoke_data, framework):
     first = train_history(smoke_data, f"det-{framework}-a", framework, seed=0)
     second = train_history(smoke_data, f"det-{framework}-b", framework, seed=0)

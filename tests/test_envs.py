@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, redirected_paths, run_snakemake
+from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_snakemake
+from fwbench.config import compose_config
 
 ENVS_DIR = PROJECT_ROOT / "envs"
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
-EXPECTED_ENVS = {"tf.yaml", "torch.yaml", "report.yaml"}
+# One per arm (config/framework) and the report's.
+EXPECTED_ENVS = {f"{path.stem}.yaml" for path in (PROJECT_ROOT / "config" / "framework").glob("*.yaml")} | {"report.yaml"}
 # The venv has TensorFlow's CPU wheel; tf.yaml has the CUDA one of the same version.
 LOCK_NAME = {"tensorflow": "tensorflow-cpu"}
 # conda packages that carry no version of their own worth pinning.
@@ -73,7 +75,7 @@ def split_dependencies(env: dict) -> tuple[list[str], list[str]]:
     return conda, pip
 
 
-def test_the_three_env_files_exist():
+def test_one_env_file_per_framework_and_the_reports():
     assert {path.name for path in ENV_FILES} == EXPECTED_ENVS
 
 
@@ -117,8 +119,9 @@ def test_conda_packages_are_pinned_and_python_is_the_venvs(path):
             assert pins.get(normalize(name)) == version, f"{path.name}: {spec} differs from requirements.lock"
 
 
-def test_tf_env_gets_the_cuda_build():
-    _, pip = split_dependencies(load_env(ENVS_DIR / "tf.yaml"))
+@pytest.mark.parametrize("name", ["tf.yaml", "tf_native.yaml"])
+def test_tf_envs_get_the_cuda_build(name):
+    _, pip = split_dependencies(load_env(ENVS_DIR / name))
     assert any(spec.startswith("tensorflow[and-cuda]==") for spec in pip)
 
 
@@ -133,7 +136,7 @@ def stand_in_conda(tmp_path, monkeypatch) -> Path:
     return bin_dir
 
 
-@pytest.mark.parametrize("experiment", ["default", "smoke"])
+@pytest.mark.parametrize("experiment", ["default", "smoke", "backends"])
 def test_every_job_of_the_dag_resolves_its_env_file(stand_in_conda, tmp_path, experiment):
     config = ["--config", f"experiment={experiment}", "overrides=" + " ".join(redirected_paths(tmp_path))]
     dry_run = run_snakemake("-n", "--use-conda", *config, cwd=tmp_path)
@@ -143,5 +146,7 @@ def test_every_job_of_the_dag_resolves_its_env_file(stand_in_conda, tmp_path, ex
     assert listed.returncode == 0, listed.stderr[-3000:]
     fields = [line.split("\t") for line in listed.stdout.splitlines()]
     env_files = {Path(row[0]) for row in fields if row[0].endswith(".yaml")}
-    # Every wildcard value (tf, torch) resolved to a file that exists.
-    assert {path.resolve() for path in env_files} == {(ENVS_DIR / name).resolve() for name in EXPECTED_ENVS}
+    # Every wildcard value (each arm of the experiment) resolved to a file that exists.
+    cfg = compose_config(CONFIG_DIR, [f"experiment={experiment}"])
+    expected = {f"{framework}.yaml" for framework in cfg.experiment.frameworks} | {"report.yaml"}
+    assert {path.resolve() for path in env_files} == {(ENVS_DIR / name).resolve() for name in expected}

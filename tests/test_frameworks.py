@@ -17,8 +17,10 @@ from fwbench.frameworks.registry import FRAMEWORKS
 
 SOURCE = PROJECT_ROOT / "src" / "fwbench"
 FRAMEWORKS_DIR = SOURCE / "frameworks"
-FRAMEWORK_PACKAGES = ("tensorflow", "keras", "torch")
-NAME_COMPARISON = re.compile(r"""[!=]= ["'](tf|torch)["']""")
+FRAMEWORK_PACKAGES = ("tensorflow", "keras", "torch", "jax", "flax", "optax")
+NAME_COMPARISON = re.compile(r"""[!=]= ["'](%s)["']""" % "|".join(FRAMEWORKS))
+# Modules of frameworks/ that are not a framework: shared helpers and the registry.
+HELPER_MODULES = {"__init__", "registry", "batches", "tf_runtime", "jax_runtime", "keras_arm", "keras_backend"}
 # What every framework module offers (docs/frameworks.md lists what each does).
 INTERFACE = (
     "configure", "applied_threads", "version", "gpu_build", "tf32_flags", "determinism_enabled", "has_gpu",
@@ -83,14 +85,15 @@ def test_export_and_training_do_not_import_each_other(importer, imported):
 
 def test_every_framework_has_one_config_file_and_one_module():
     configs = {path.stem for path in (CONFIG_DIR / "framework").glob("*.yaml")}
-    modules = {path.stem for path in FRAMEWORKS_DIR.glob("*.py")} - {"__init__", "registry", "batches"}
+    modules = {path.stem for path in FRAMEWORKS_DIR.glob("*.py")} - HELPER_MODULES
     assert configs == set(FRAMEWORKS) == modules
     assert all(spec.default_mode in spec.modes for spec in FRAMEWORKS.values())
 
 
 def test_an_unknown_framework_is_one_line_naming_the_accepted_ones():
-    with pytest.raises(ConfigError, match=r"^unknown framework 'jax': accepted are tf, torch$"):
-        registry.spec("jax")
+    with pytest.raises(ConfigError, match=r"^unknown framework 'mxnet': accepted are tf, tf_native, torch, jax, "
+                                          r"keras_torch, keras_jax$"):
+        registry.spec("mxnet")
 
 
 # Each module in a process of its own: it must offer the interface and load no other framework.
@@ -107,7 +110,9 @@ print(json.dumps({"missing": [name for name in sys.argv[2].split(",") if not has
 def test_a_framework_module_offers_the_interface_and_imports_no_other_framework(framework):
     others = {name for other in FRAMEWORKS if other != framework for name in FRAMEWORKS[other].packages}
     others = sorted(others & set(FRAMEWORK_PACKAGES) - set(FRAMEWORKS[framework].packages))
-    result = subprocess.run([sys.executable, "-c", INTERFACE_PROBE, framework, ",".join(INTERFACE), ",".join(others)],
+    # An arm without a deployable format of its own has no export.
+    interface = [name for name in INTERFACE if name != "export" or FRAMEWORKS[framework].export_format]
+    result = subprocess.run([sys.executable, "-c", INTERFACE_PROBE, framework, ",".join(interface), ",".join(others)],
                             capture_output=True, text=True, check=True, timeout=300)
     probe = json.loads(result.stdout.strip().splitlines()[-1])
     assert probe == {"missing": [], "loaded": []}

@@ -27,8 +27,8 @@ def test_default_dry_run_lists_the_whole_grid(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["download"] == 1
     assert counts["preprocess"] == 1
-    assert counts["train"] == 24
-    assert counts["evaluate"] == 24
+    assert counts["train"] == 48  # 4 models x 4 arms x 3 seeds
+    assert counts["evaluate"] == 48
     assert counts["report"] == 1
 
 

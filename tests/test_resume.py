@@ -22,10 +22,11 @@ from omegaconf import OmegaConf
 from conftest import CONFIG_DIR, PROJECT_ROOT, SCRIPTS_DIR, project_env
 from fwbench.cli import EXIT_INTERRUPTED
 from fwbench.config import compose_config, run_dir
+from fwbench.frameworks import registry
 from fwbench.training.loop import CHECKPOINT_DIR, PROGRESS_FILE, fit
 from fwbench.training.run import HISTORY_FILE
 
-FRAMEWORKS = ["tf", "torch"]
+FRAMEWORKS = sorted(registry.FRAMEWORKS)
 MODEL = "convnet"
 SEED = 0
 EPOCHS = 3

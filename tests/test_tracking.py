@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from conftest import CONFIG_DIR, project_env, redirected_paths, run_snakemake
+from fwbench.frameworks.registry import FRAMEWORKS
 from fwbench.tracking import runs, store
 from fwbench.bench.grid import bench_schedule
 from fwbench.bench.outputs import results_path as bench_results_path
@@ -342,16 +343,10 @@ config_dir, framework, model_name, rows, *overrides = sys.argv[1:]
 cfg = compose_config(config_dir, [*overrides, f"framework={framework}", f"model={model_name}"])
 parent = start_pipeline_run(cfg)
 x = np.random.default_rng(0).normal(size=(int(rows), *IMAGE_SHAPE)).astype(np.float32)
-if framework == "tf":
-    from fwbench.frameworks.tf import build_model
-    model = build_model(cfg.model, IMAGE_SHAPE, NUM_CLASSES)
-    before = np.asarray(model.predict(x, verbose=0))
-else:
-    import torch
-    from fwbench.frameworks.torch import build_model
-    model = build_model(cfg.model, IMAGE_SHAPE, NUM_CLASSES).eval()
-    with torch.no_grad():
-        before = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+from fwbench.frameworks import registry
+adapter = registry.load(framework).Adapter(cfg.model, IMAGE_SHAPE, NUM_CLASSES, cfg.trainer)
+before = adapter.predict_logits(x, len(x))
+model = adapter.model
 with child_run(cfg, "train") as run:
     model_uri = run.log_model(model, x)
 
@@ -373,7 +368,7 @@ LOGIT_TOLERANCE = 1e-4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framework", ["tf", "torch"])
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
 def test_a_logged_model_loads_back_and_predicts_the_same_classes(framework, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = subprocess.run(

@@ -131,6 +131,8 @@ class Claim:
     pairings: tuple[Pairing, ...]
     conditions: str
     direction: str = A_BETTER
+    # False for a line the pipeline measures beyond the article's claims (Keras' cost).
+    from_article: bool = True
 
 
 @dataclass(frozen=True)
@@ -188,16 +190,38 @@ EXPORT_METRICS = (
 TF_GRAPH_VS_TORCH_EAGER = Pairing(Arm("tf", "graph"), Arm("torch", "eager"))
 TF_XLA_VS_TORCH_COMPILE = Pairing(Arm("tf", "xla"), Arm("torch", "compile"))
 TF_EAGER_VS_TORCH_EAGER = Pairing(Arm("tf", "eager"), Arm("torch", "eager"))
-TF_VS_TORCH_MODES = (TF_GRAPH_VS_TORCH_EAGER, TF_XLA_VS_TORCH_COMPILE, TF_EAGER_VS_TORCH_EAGER)
+
+
+def tf_arm_vs_torch_modes(tf_arm: str) -> tuple[Pairing, ...]:
+    """A TensorFlow arm's graph, xla and eager modes against torch's eager, compile and eager."""
+    return (Pairing(Arm(tf_arm, "graph"), Arm("torch", "eager")), Pairing(Arm(tf_arm, "xla"), Arm("torch", "compile")),
+            Pairing(Arm(tf_arm, "eager"), Arm("torch", "eager")))
+
+
+# The article's "TensorFlow" is tested as both TensorFlow arms: Keras on TF (tf) and TF alone (tf_native).
+TF_VS_TORCH_MODES = tf_arm_vs_torch_modes("tf") + tf_arm_vs_torch_modes("tf_native")
 TORCH_VS_TF_MODES = tuple(Pairing(p.b, p.a) for p in TF_VS_TORCH_MODES)
-TF_VS_TORCH = Pairing(Arm("tf"), Arm("torch"))
+TF_VS_TORCH = (Pairing(Arm("tf"), Arm("torch")), Pairing(Arm("tf_native"), Arm("torch")))
+# Every other arm against torch: what a model learns must not depend on the framework.
+ARMS_VS_TORCH = (*TF_VS_TORCH, Pairing(Arm("jax"), Arm("torch")), Pairing(Arm("keras_torch"), Arm("torch")),
+                 Pairing(Arm("keras_jax"), Arm("torch")))
+# Keras' cost: the backend's own training step (a) against Keras' fit on that backend (b), mode by mode.
+NATIVE_VS_KERAS_MODES = (
+    Pairing(Arm("tf_native", "graph"), Arm("tf", "graph")),
+    Pairing(Arm("tf_native", "xla"), Arm("tf", "xla")),
+    Pairing(Arm("tf_native", "eager"), Arm("tf", "eager")),
+    Pairing(Arm("torch", "eager"), Arm("keras_torch", "eager")),
+    Pairing(Arm("torch", "compile"), Arm("keras_torch", "compile")),
+    Pairing(Arm("jax", "jit"), Arm("keras_jax", "jit")),
+)
 
 CLAIMS = (
     Claim(
         "1", "TensorFlow computes faster than PyTorch thanks to its static graph.",
         (THROUGHPUT,), TF_VS_TORCH_MODES,
-        "device x model x mode pairing; tf:eager vs torch:eager is the control the static-graph "
-        "explanation predicts no advantage for",
+        "device x model x mode pairing, for both TensorFlow arms (tf: Keras on TensorFlow; tf_native: "
+        "tf.function and GradientTape, no Keras); <arm>:eager vs torch:eager is the control the "
+        "static-graph explanation predicts no advantage for",
     ),
     Claim(
         "1b", "... especially for large models (TensorFlow's speed advantage grows with model size).",
@@ -227,15 +251,22 @@ CLAIMS = (
     ),
     Claim(
         "5", "TensorFlow is stronger for deployment.",
-        EXPORT_METRICS, (TF_VS_TORCH,),
+        EXPORT_METRICS, TF_VS_TORCH,
         "model x metric x export format pair: exported size, load time, first-prediction latency "
         "(lower is better) and prediction parity with the in-memory model (higher is better)",
     ),
     Claim(
         "6", "The frameworks do not differ in what a model learns.",
-        (TEST_ACCURACY,), (TF_VS_TORCH,),
-        "model; test accuracy over seeds, equivalence within a margin",
+        (TEST_ACCURACY,), ARMS_VS_TORCH,
+        "model x arm against torch; test accuracy over seeds, equivalence within a margin",
         direction=EQUIVALENT,
+    ),
+    Claim(
+        "keras", "Keras costs speed: a backend's own training step is faster than Keras' fit on that backend.",
+        (THROUGHPUT,), NATIVE_VS_KERAS_MODES,
+        "device x model x mode pairing: tf_native vs tf (Keras on TensorFlow), torch vs keras_torch, "
+        "jax vs keras_jax, where both arms are benched; not a claim of the article, the measured cost of Keras",
+        from_article=False,
     ),
 )
 
@@ -424,6 +455,11 @@ def _verdict(comparison: stats.Comparison, claim: Claim, metric: Metric, setting
     return stats.verdict(comparison, claim.direction, settings.margins.of(metric))
 
 
+def _arms_present(table: pd.DataFrame, pairing: Pairing) -> bool:
+    """Whether the table has both arms' frameworks at all: a pairing of an arm this run left out is no condition."""
+    return all((table["framework"] == arm.framework).any() for arm in (pairing.a, pairing.b))
+
+
 def _missing_note(missing: dict[tuple[str, str], list[str]]) -> list[str]:
     return [f"no data for {arm} on {device} (models: {', '.join(models)})" for (device, arm), models in missing.items()]
 
@@ -433,7 +469,7 @@ def _pairing_rows(claim: Claim, bench: pd.DataFrame, devices: list[str], setting
     rows, missing = [], {}
     for device in devices:
         table = _on_device(bench, device)
-        for pairing in claim.pairings:
+        for pairing in filter(lambda p: _arms_present(table, p), claim.pairings):
             for model in _unique(table["model"]):
                 for metric in claim.metrics:
                     a = _arm_values(table, model, pairing.a, metric.column)
@@ -488,7 +524,7 @@ def evaluate_size_trend(claim: Claim, tables: dict, settings: _Settings):
     rows, notes = [], []
     for device in _devices(bench):
         table = _on_device(bench, device)
-        for pairing in claim.pairings:
+        for pairing in filter(lambda p: _arms_present(table, p), claim.pairings):
             samples = {}
             for model in _unique(table["model"]):
                 a = _arm_values(table, model, pairing.a, metric.column)
@@ -558,53 +594,62 @@ def _gpu_over_cpu_rows(claim: Claim, bench: pd.DataFrame, gpus: list[str], setti
 
 
 def evaluate_export_claim(claim: Claim, tables: dict, settings: _Settings):
-    """Per device x model x metric x (tf format, torch format): tf's exported model versus torch's."""
+    """Per device x pairing x model x metric x (format of a, format of b): a's exported model versus b's."""
     export = _require(tables["export"], "export")
-    pairing = claim.pairings[0]
     rows, notes = [], []
     for device in _devices(export):
         table = _on_device(export, device)
-        for model in _unique(table["model"]):
-            formats = {
-                arm.framework: _unique(table.loc[(table["model"] == model) & (table["framework"] == arm.framework),
-                                                 "export_format"])
-                for arm in (pairing.a, pairing.b)
-            }
-            absent = [framework for framework, found in formats.items() if not found]
-            if absent:
-                notes.append(f"no export of {model} on {device} by {', '.join(absent)}")
-                continue
-            for metric in claim.metrics:
-                for format_a in formats[pairing.a.framework]:
-                    for format_b in formats[pairing.b.framework]:
-                        a = _arm_values(table, model, pairing.a, metric.column, {"export_format": format_a})
-                        b = _arm_values(table, model, pairing.b, metric.column, {"export_format": format_b})
-                        if not (a.size and b.size):
-                            continue
-                        modes = f"{pairing.a.framework}:{format_a} vs {pairing.b.framework}:{format_b}"
-                        comparison = _compare(a, b, metric, settings)
-                        rows.append(_row(comparison, _verdict(comparison, claim, metric, settings),
-                                         f"{metric.column}, {modes}", device, model, modes, metric.column))
+        for pairing in filter(lambda p: _arms_present(table, p), claim.pairings):
+            for model in _unique(table["model"]):
+                rows_found, note = _export_rows(claim, table, pairing, model, device, settings)
+                rows += rows_found
+                notes += note
     return rows, notes
 
 
+def _export_rows(claim: Claim, table: pd.DataFrame, pairing: Pairing, model: str, device: str,
+                 settings: _Settings):
+    formats = {
+        arm.framework: _unique(table.loc[(table["model"] == model) & (table["framework"] == arm.framework),
+                                         "export_format"])
+        for arm in (pairing.a, pairing.b)
+    }
+    absent = [framework for framework, found in formats.items() if not found]
+    if absent:
+        return [], [f"no export of {model} on {device} by {', '.join(absent)}"]
+    rows = []
+    for metric in claim.metrics:
+        for format_a in formats[pairing.a.framework]:
+            for format_b in formats[pairing.b.framework]:
+                a = _arm_values(table, model, pairing.a, metric.column, {"export_format": format_a})
+                b = _arm_values(table, model, pairing.b, metric.column, {"export_format": format_b})
+                if not (a.size and b.size):
+                    continue
+                modes = f"{pairing.a.framework}:{format_a} vs {pairing.b.framework}:{format_b}"
+                comparison = _compare(a, b, metric, settings)
+                rows.append(_row(comparison, _verdict(comparison, claim, metric, settings),
+                                 f"{metric.column}, {modes}", device, model, modes, metric.column))
+    return rows, []
+
+
 def evaluate_parity_claim(claim: Claim, tables: dict, settings: _Settings):
-    """Per device x model: tf minus torch test accuracy, equivalent within the margin?"""
+    """Per device x pairing x model: a minus b test accuracy, equivalent within the margin?"""
     accuracy = _require(tables["accuracy"], "accuracy")
-    pairing, metric = claim.pairings[0], claim.metrics[0]
-    scope = f"{pairing.label} {metric.column} (equivalence margin ±{settings.margins.accuracy:g})"
+    metric = claim.metrics[0]
     rows, notes = [], []
     for device in _devices(accuracy):
         table = _on_device(accuracy, device)
-        for model in _unique(table["model"]):
-            a = _arm_values(table, model, pairing.a, metric.column)
-            b = _arm_values(table, model, pairing.b, metric.column)
-            if not (a.size and b.size):
-                notes.append(f"no accuracy of {model} on {device} for both frameworks")
-                continue
-            comparison = _compare(a, b, metric, settings)
-            rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), scope, device, model,
-                             pairing.label, metric.column))
+        for pairing in filter(lambda p: _arms_present(table, p), claim.pairings):
+            scope = f"{pairing.label} {metric.column} (equivalence margin ±{settings.margins.accuracy:g})"
+            for model in _unique(table["model"]):
+                a = _arm_values(table, model, pairing.a, metric.column)
+                b = _arm_values(table, model, pairing.b, metric.column)
+                if not (a.size and b.size):
+                    notes.append(f"no accuracy of {model} on {device} for both {pairing.label}")
+                    continue
+                comparison = _compare(a, b, metric, settings)
+                rows.append(_row(comparison, _verdict(comparison, claim, metric, settings), scope, device, model,
+                                 pairing.label, metric.column))
     return rows, notes
 
 
@@ -616,6 +661,7 @@ EVALUATORS = {
     "4": evaluate_gpu_claim,
     "5": evaluate_export_claim,
     "6": evaluate_parity_claim,
+    "keras": evaluate_pairing_claim,
 }
 
 

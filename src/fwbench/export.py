@@ -33,7 +33,13 @@ def export_and_reload(
     framework: str, model_cfg, model_dir: Path, out_dir: Path,
     x_test: np.ndarray, reference_logits: np.ndarray, num_classes: int, batch_size: int,
 ) -> dict:
-    """Export, reload, and compare the reloaded model's predicted classes with the trained model's."""
+    """Export, reload, and compare the reloaded model's predicted classes with the trained model's.
+
+    An arm without a deployable format of its own (its spec's export_format is None) exports nothing: {}.
+    """
+    export_format = frameworks.spec(framework).export_format
+    if export_format is None:
+        return {}
     target = Path(out_dir) / EXPORT_DIR
     shutil.rmtree(target, ignore_errors=True)
     path, load_time, first_prediction, predict = frameworks.load(framework).export(
@@ -41,7 +47,7 @@ def export_and_reload(
     reloaded_classes = predict_batched(predict, x_test, batch_size).argmax(axis=1)
     parity = float((reloaded_classes == reference_logits.argmax(axis=1)).mean())
     return {
-        "export_format": frameworks.spec(framework).export_format,
+        "export_format": export_format,
         "export_size_mb": directory_size_mb(path),
         "load_time_s": load_time,
         "first_prediction_ms": first_prediction * 1000,

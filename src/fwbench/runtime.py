@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -158,3 +160,21 @@ def git_state(repo: Path = PACKAGE_DIR) -> dict[str, str]:
                 "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()}
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+@contextmanager
+def imports_refused(names: tuple[str, ...]):
+    """Within the block, `import <name>` raises ImportError for each name not loaded yet.
+
+    A None entry in sys.modules is Python's documented way to make an import
+    fail; the entries are removed afterwards, so later imports work as usual.
+    """
+    refused = [name for name in names if name not in sys.modules]
+    for name in refused:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in refused:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]

@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +56,7 @@ from fwbench.bench.timing import (
 from fwbench.errors import DataError
 from fwbench.frameworks import registry as frameworks
 from fwbench.models.architecture import flops_per_sample
-from fwbench.runtime import write_text_atomic
+from fwbench.runtime import imports_refused, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,24 +84,6 @@ def load_backend(framework: str):
     """
     with imports_refused(UNUSED_INTEGRATIONS):
         return frameworks.load(framework)
-
-
-@contextmanager
-def imports_refused(names: tuple[str, ...]):
-    """Within the block, `import <name>` raises ImportError for each name not loaded yet.
-
-    A None entry in sys.modules is Python's documented way to make an import
-    fail; the entries are removed afterwards, so later imports work as usual.
-    """
-    refused = [name for name in names if name not in sys.modules]
-    for name in refused:
-        sys.modules[name] = None
-    try:
-        yield
-    finally:
-        for name in refused:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
 
 
 @dataclass

@@ -26,11 +26,14 @@ class FrameworkSpec:
     modes: tuple[str, ...]  # bench execution modes the module's apply_mode knows
     default_mode: str  # the mode a user gets without asking
     packages: tuple[str, ...]  # distributions whose versions every result records
-    export_format: str  # the deployable format its export() writes
+    export_format: str | None  # the deployable format its export() writes; None: no export of its own
     # The adapter's stop poll after step i comes after step i - poll_lag (fwbench.bench.timing.StepClock).
     poll_lag: int
     # Figure style: Okabe-Ito colour plus hatch, marker and line style, so frameworks differ without colour.
     style: dict = field(default_factory=dict)
+    # The Keras backend the arm runs Keras on (None: no Keras). A process holds one Keras backend,
+    # so arms with different ones never share a process (fwbench.frameworks.keras_backend).
+    keras_backend: str | None = None
 
     @property
     def module(self) -> str:
@@ -52,6 +55,21 @@ FRAMEWORKS = {
             # Keras calls on_train_batch_end after the step it closes has run.
             poll_lag=0,
             style={"color": "#E69F00", "hatch": "//", "marker": "o", "linestyle": "-"},
+            keras_backend="tensorflow",
+        ),
+        FrameworkSpec(
+            name="tf_native",
+            display_name="TensorFlow (native)",
+            # eager = the step as Python, graph = tf.function, xla = tf.function(jit_compile=True);
+            # a tf.Module model and a GradientTape step, no Keras.
+            modes=("eager", "graph", "xla"),
+            default_mode="graph",
+            # TensorFlow imports Keras itself (tf.keras), so its version is recorded; the arm calls none of it.
+            packages=("tensorflow", "tensorflow-cpu", "keras"),
+            export_format="tf_saved_model",
+            # Its loop polls before it runs step i, so the poll follows step i - 1.
+            poll_lag=1,
+            style={"color": "#D55E00", "hatch": "xx", "marker": "^", "linestyle": "-."},
         ),
         FrameworkSpec(
             name="torch",
@@ -64,6 +82,45 @@ FRAMEWORKS = {
             # The torch loop polls before it runs step i, so the poll follows step i - 1.
             poll_lag=1,
             style={"color": "#0072B2", "hatch": "", "marker": "s", "linestyle": "--"},
+        ),
+        FrameworkSpec(
+            name="jax",
+            display_name="JAX (Flax)",
+            # jit = the whole training step under `jax.jit` (Flax Linen model, Optax optimizer).
+            modes=("jit",),
+            default_mode="jit",
+            packages=("jax", "jaxlib", "flax", "optax"),
+            export_format="jax_export",
+            # Its loop polls before it dispatches step i; the clock waits for step i - 1 (sync).
+            poll_lag=1,
+            style={"color": "#009E73", "hatch": "..", "marker": "D", "linestyle": ":"},
+        ),
+        FrameworkSpec(
+            name="keras_torch",
+            display_name="Keras on PyTorch",
+            # eager = Keras' torch trainer as it runs by default; compile = jit_compile=True (torch.compile).
+            modes=("eager", "compile"),
+            default_mode="eager",
+            packages=("torch", "keras"),
+            # Keras' SavedModel export needs the TensorFlow or JAX backend; torch's format is the torch arm's.
+            export_format=None,
+            # Keras calls on_train_batch_end after the step it closes has run.
+            poll_lag=0,
+            style={"color": "#56B4E9", "hatch": "\\\\", "marker": "v", "linestyle": "--"},
+            keras_backend="torch",
+        ),
+        FrameworkSpec(
+            name="keras_jax",
+            display_name="Keras on JAX",
+            # jit = jit_compile=True, Keras' default on JAX (its train step under jax.jit).
+            modes=("jit",),
+            default_mode="jit",
+            packages=("jax", "jaxlib", "keras"),
+            # The deployable JAX format is the jax arm's jax.export.
+            export_format=None,
+            poll_lag=0,
+            style={"color": "#CC79A7", "hatch": "++", "marker": "P", "linestyle": ":"},
+            keras_backend="jax",
         ),
     )
 }
@@ -80,6 +137,11 @@ def spec(name: str) -> FrameworkSpec:
 def load(name: str) -> ModuleType:
     """The framework's module, imported now (seconds for TensorFlow or torch)."""
     return importlib.import_module(spec(name).module)
+
+
+def sharing_a_process(names) -> list[str]:
+    """The arms among `names` that can be imported into one process: those on no Keras backend or on TensorFlow's."""
+    return [name for name in names if spec(name).keras_backend in (None, "tensorflow")]
 
 
 def display_name(name: str) -> str:

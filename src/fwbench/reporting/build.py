@@ -335,7 +335,8 @@ def article_section(config_dir: Path) -> Section:
         "Chapter 3: the convolutional network's flatten size assumes a pooling layer that the code does not "
         "contain, so its dense layer cannot take the flattened output as written.",
         "The article's TensorFlow code uses the TF1 placeholder/Session API (tf.placeholder, tf.Session), "
-        "which TensorFlow 2 removed from the main namespace; the pipeline uses Keras 3 on TensorFlow 2.",
+        "which TensorFlow 2 removed from the main namespace; the pipeline runs TensorFlow 2 two ways: "
+        "Keras 3 on TensorFlow (tf) and TensorFlow alone, a tf.function and GradientTape step (tf_native).",
         "Run the recipes with `snakemake --config experiment=article` (MNIST) or add "
         "`overrides=\"dataset=fashion_mnist\"`.",
     ]
@@ -425,7 +426,8 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         article_section(config_dir),
         provenance_section(cfg, runs, training, bench, tracking_summary(cfg)),
     ]
-    title = f"fwbench: TensorFlow vs PyTorch — {cfg.experiment.name} experiment on {cfg.dataset.name}"
+    arms = ", ".join(frameworks.display_name(name) for name in cfg.experiment.frameworks)
+    title = f"fwbench: {arms} — {cfg.experiment.name} experiment on {cfg.dataset.name}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
     write_text_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))

@@ -20,7 +20,8 @@ from fwbench.stats import mean_ci  # noqa: E402
 # Each framework's colour, hatch, marker and line style, and its name as the legend's label.
 STYLE = {name: {"label": spec.display_name, **spec.style} for name, spec in FRAMEWORKS.items()}
 DPI = 110
-BAR_WIDTH = 0.38
+# The bars of one model share this much of the x axis between them.
+GROUP_WIDTH = 0.8
 
 
 def _save(fig, path: Path) -> Path:
@@ -42,12 +43,15 @@ def accuracy_figure(training: pd.DataFrame, models: list[str], path: Path) -> Pa
     """Mean test accuracy per model and framework with 95 % t intervals over seeds."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x = np.arange(len(models))
-    for offset, framework in zip((-0.5, 0.5), STYLE):
+    present = [framework for framework in STYLE if (training["framework"] == framework).any()]
+    width = GROUP_WIDTH / max(len(present), 1)
+    for index, framework in enumerate(present):
         style = STYLE[framework]
         cis = [mean_ci(subset(training, framework=framework, model=m)["test_accuracy"]) for m in models]
         means = [ci.mean * 100 for ci in cis]
         errors = [0 if np.isnan(ci.half_width) else ci.half_width * 100 for ci in cis]
-        ax.bar(x + offset * BAR_WIDTH, means, BAR_WIDTH, yerr=errors, capsize=4, label=style["label"],
+        offset = (index - (len(present) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=errors, capsize=4, label=style["label"],
                color=style["color"], hatch=style["hatch"], edgecolor="black")
     ax.set_xticks(x, models)
     ax.set_ylabel("test accuracy (%)")
