@@ -19,8 +19,13 @@ from fwbench.runtime import imports_refused
 BACKEND_VARIABLE = "KERAS_BACKEND"
 
 
-def select_for(arm: str) -> None:
-    """Make the next `import keras` use the arm's backend; one line if Keras is already loaded on another."""
+def import_keras_for(arm: str) -> ModuleType:
+    """Keras, imported on the arm's backend; one line if Keras is already loaded on another.
+
+    Keras' Orbax callback imports JAX whenever it is installed (0.75 s and its
+    memory, measured here): an arm on another backend imports Keras with JAX
+    refused, which Keras takes as JAX being absent.
+    """
     from fwbench.frameworks.registry import spec
 
     backend = spec(arm).keras_backend
@@ -32,20 +37,8 @@ def select_for(arm: str) -> None:
                 f"Keras is already imported on backend {current!r} in this process: the arm on backend "
                 f"{backend!r} needs a process of its own (the pipeline runs each job in one)"
             )
-        return
+        return loaded
     os.environ[BACKEND_VARIABLE] = backend
-
-
-def import_keras_for(arm: str) -> ModuleType:
-    """Keras, imported on the arm's backend.
-
-    Keras' Orbax callback imports JAX whenever it is installed (0.75 s and its
-    memory, measured here): an arm on another backend imports Keras with JAX
-    refused, which Keras takes as JAX being absent.
-    """
-    from fwbench.frameworks.registry import spec
-
-    select_for(arm)
-    refused = () if spec(arm).keras_backend == "jax" else ("jax",)
+    refused = () if backend == "jax" else ("jax",)
     with imports_refused(refused):
         return importlib.import_module("keras")

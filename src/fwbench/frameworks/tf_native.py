@@ -26,13 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fwbench.runtime import imports_refused
-
-# TensorFlow imports Keras, and Keras' Orbax callback imports JAX whenever it is installed
-# (0.75 s and its memory): refused, Keras takes JAX as absent.
-with imports_refused(("jax",)):
-    import tensorflow as tf
-
 from fwbench.errors import ConfigError
 from fwbench.frameworks.batches import predict_batched
 from fwbench.frameworks.tf_runtime import (  # the runtime half of the interface, shared with tf
@@ -51,6 +44,9 @@ from fwbench.frameworks.tf_runtime import (  # the runtime half of the interface
     tf32_flags,
 )
 from fwbench.models.architecture import Conv, Dense, Dropout, Flatten, MaxPool, layer_shapes
+
+# After tf_runtime, which imports TensorFlow with JAX refused (Keras, which TensorFlow imports, would load it).
+import tensorflow as tf  # noqa: E402
 
 # The interface (docs/frameworks.md), defined here or in tf_runtime.
 __all__ = [
