@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from fwbench.errors import ConfigError
-from fwbench.frameworks.batches import predict_batched
+from fwbench.frameworks.batches import epoch_batches, predict_batched
 from fwbench.frameworks.jax_runtime import (  # the runtime half of the interface, shared with keras_jax
     applied_threads,
     compile_cache_note,
@@ -194,14 +194,13 @@ class Adapter:
         batch_size = self.trainer_cfg.batch_size
         carry = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.asarray(self.step_count, jnp.int32))
         params, opt_state, seen = self.model.params, self.opt_state, 0
-        for start in range(0, len(order), batch_size):
+        for index in epoch_batches(order, batch_size, jax.device_put):
             if should_stop():
                 break
-            index = order[start:start + batch_size]
             params, opt_state, carry = self.step(params, opt_state, carry, inputs, labels, index, self.epoch_key)
             _last_step[:] = [carry]
             self.step_count += 1
-            seen += len(index)
+            seen += int(index.shape[0])
         self.model.params, self.opt_state = params, opt_state
         seen = max(seen, 1)
         # Reading the sums waits for the last step (JAX dispatches asynchronously).

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fwbench.errors import ConfigError
-from fwbench.frameworks.batches import predict_batched
+from fwbench.frameworks.batches import epoch_batches, predict_batched
 from fwbench.frameworks.tf_runtime import (  # the runtime half of the interface, shared with tf
     applied_threads,
     compile_cache_note,
@@ -252,12 +252,11 @@ class Adapter:
         self.loss_sum.assign(0.0)
         self.correct.assign(0)
         seen = 0
-        for start in range(0, len(order), batch_size):
+        for index in epoch_batches(order, batch_size, tf.constant):
             if should_stop():
                 break
-            index = order[start:start + batch_size]
-            self.step(inputs, labels, tf.constant(index))
-            seen += len(index)
+            self.step(inputs, labels, index)
+            seen += int(index.shape[0])
         seen = max(seen, 1)
         return float(self.loss_sum.numpy()) / seen, int(self.correct.numpy()) / seen
 
