@@ -480,6 +480,21 @@ def test_window_steps_per_model_or_per_framework_and_mode():
     assert window_steps(cfg, "torch", "lenet", "compile") == 7
 
 
+# Fashion-MNIST's training split after the validation split is taken: 55,000 samples.
+FASHION_MNIST_TRAIN_SAMPLES = 55_000
+
+
+@pytest.mark.parametrize("experiment", ["default", "arms"])
+def test_every_default_job_plans_at_most_one_epoch(experiment):
+    """The window steps are capped so that no bench job cycles its data (config/bench/default.yaml)."""
+    cfg = compose_config(CONFIG_DIR, [f"experiment={experiment}"])
+    steps_per_epoch = FASHION_MNIST_TRAIN_SAMPLES // cfg.trainer.batch_size
+    for framework, model, mode in bench_grid(cfg):
+        steps = window_steps(cfg, framework, model, mode)
+        plan = TrainingPlan(cfg.bench.warmup_steps, steps, cfg.bench.windows, poll_lag=1, memory_steps=steps)
+        assert plan.steps <= steps_per_epoch, (framework, model, mode, plan.steps)
+
+
 def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
     cfg = compose_config(CONFIG_DIR, ["experiment=default"])
     grid = bench_grid(cfg)
@@ -491,7 +506,7 @@ def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
 
 
 def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
-    cfg = compose_config(CONFIG_DIR, ["experiment=default"])
+    cfg = compose_config(CONFIG_DIR, ["experiment=arms"])
     grid, schedule = bench_grid(cfg), bench_schedule(cfg)
     controls = set(control_variants(cfg))
     assert controls == {("tf", "convnet", "graph"), ("tf_native", "convnet", "graph"), ("torch", "convnet", "eager"),

@@ -50,13 +50,22 @@ def test_an_unknown_key_lists_the_top_level_keys_of_the_config_tree_itself():
     assert {"bench", "tracking", "claims"} <= set(listed)
 
 
-def test_default_experiment_grid_is_4_models_x_4_frameworks_x_3_seeds():
+def test_default_experiment_grid_is_4_models_x_2_frameworks_x_3_seeds():
     cfg = compose_config(CONFIG_DIR)
     grid = experiment_grid(cfg)
-    assert len(grid) == 48
-    assert {framework for framework, _, _ in grid} == {"tf", "tf_native", "torch", "jax"}
+    assert len(grid) == 24
+    assert {framework for framework, _, _ in grid} == {"tf", "torch"}
     assert {model for _, model, _ in grid} == {"linear", "mlp", "lenet", "convnet"}
     assert cfg.dataset.name == "fashion_mnist"
+
+
+def test_arms_experiment_is_the_default_grid_with_four_arms():
+    default, arms = compose_config(CONFIG_DIR), compose_config(CONFIG_DIR, ["experiment=arms"])
+    assert list(arms.experiment.frameworks) == ["tf", "tf_native", "torch", "jax"]
+    assert len(experiment_grid(arms)) == 48
+    # Everything but the name and the arms is the default's: the same models, seeds and recipes.
+    for key in ("models", "seeds", "model_trainer"):
+        assert arms.experiment[key] == default.experiment[key]
 
 
 def test_article_recipes_apply_per_model():

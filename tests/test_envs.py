@@ -136,7 +136,7 @@ def stand_in_conda(tmp_path, monkeypatch) -> Path:
     return bin_dir
 
 
-@pytest.mark.parametrize("experiment", ["default", "smoke", "backends"])
+@pytest.mark.parametrize("experiment", ["default", "arms", "smoke", "backends"])
 def test_every_job_of_the_dag_resolves_its_env_file(stand_in_conda, tmp_path, experiment):
     config = ["--config", f"experiment={experiment}", "overrides=" + " ".join(redirected_paths(tmp_path))]
     dry_run = run_snakemake("-n", "--use-conda", *config, cwd=tmp_path)

@@ -27,8 +27,10 @@ def test_default_dry_run_lists_the_whole_grid(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["download"] == 1
     assert counts["preprocess"] == 1
-    assert counts["train"] == 48  # 4 models x 4 arms x 3 seeds
-    assert counts["evaluate"] == 48
+    assert counts["train"] == 24  # 4 models x 2 arms x 3 seeds
+    assert counts["evaluate"] == 24
+    # 4 models x 5 modes (tf 3, torch 2) x 3 replicates, and a fourth process of each A/A control variant.
+    assert counts["bench"] == 62
     assert counts["report"] == 1
 
 
