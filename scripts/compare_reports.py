@@ -6,14 +6,16 @@
 A and B are report directories (each holds claims.csv) or claims tables. It
 prints how many conditions keep their verdict, every condition that changed
 (flagging supported <-> contradicted flips) and how many intervals do not
-overlap. Exit status 0 when both tables were read, 2 on bad input.
+overlap, those counts again over distinct measurements, and, where both
+directories hold results.csv, how much faster or slower B's bench ran than A's.
+Exit status 0 when both tables were read, 2 on bad input.
 """
 
 import argparse
 import sys
 
 from fwbench.errors import FwbenchError
-from fwbench.reporting.compare import compare_tables, describe, read_claims
+from fwbench.reporting.compare import compare_tables, describe, read_claims, speed_shift
 
 EXIT_BAD_INPUT = 2
 
@@ -28,7 +30,7 @@ def main(argv: list[str]) -> int:
     except FwbenchError as error:
         print(f"compare_reports: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(describe(comparison, args.a, args.b))
+    print(describe(comparison, args.a, args.b, speed_shift(args.a, args.b)))
     return 0
 
 

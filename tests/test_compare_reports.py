@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from fwbench.errors import DataError
-from fwbench.reporting.compare import compare_tables, intervals_disjoint, read_claims
+from fwbench.reporting.compare import compare_tables, describe, intervals_disjoint, read_claims, speed_shift
 
 COLUMNS = ["claim", "label", "metric", "estimate", "ci_low", "ci_high", "verdict", "n_a", "n_b"]
 
@@ -88,3 +88,47 @@ def test_a_table_with_a_condition_twice_is_refused(tmp_path):
     pd.concat([RUN_A, RUN_A.iloc[:1]]).to_csv(tmp_path / "claims.csv", index=False)
     with pytest.raises(DataError, match="twice"):
         read_claims(tmp_path)
+
+
+def test_a_comparison_that_several_claims_judge_is_one_distinct_measurement():
+    shared = ("cpu | convnet | tf:graph vs torch:eager", "train_samples_per_s")
+    a = claims_table([("1", *shared, 1.3, 1.2, 1.4, "supported"), ("2", *shared, 1.3, 1.2, 1.4, "supported")])
+    b = claims_table([("1", *shared, 2.0, 1.8, 2.2, "supported"), ("2", *shared, 2.0, 1.8, 2.2, "supported")])
+    comparison = compare_tables(a, b)
+    assert len(comparison.matched) == 2 and len(comparison.disjoint) == 2
+    assert len(comparison.distinct) == 1 and comparison.distinct["disjoint"].sum() == 1
+    text = describe(comparison, "a", "b")
+    assert "distinct measurements (a comparison judged by several claims counted once): 1; same verdict 1 " \
+           "(100.0 %), flips 0, intervals that do not overlap 1 (100.0 %)" in text
+
+
+def bench_results(speeds: dict[tuple[str, str, str], list[float]]) -> pd.DataFrame:
+    """results.csv bench rows: per variant, one process per listed throughput (two windows each)."""
+    rows = []
+    for (framework, model, mode), processes in speeds.items():
+        for replicate, speed in enumerate(processes):
+            for window, value in enumerate((0.9 * speed, 1.1 * speed)):
+                rows.append({"source": "bench", "framework": framework, "model": model, "mode": mode,
+                             "replicate": replicate, "window": window, "metric": "train_samples_per_s",
+                             "value": value})
+            rows.append({"source": "bench", "framework": framework, "model": model, "mode": mode,
+                         "replicate": replicate, "window": 0, "metric": "peak_memory_mb", "value": 100.0})
+    return pd.DataFrame(rows)
+
+
+def test_speed_shift_is_each_variants_median_process_throughput_in_b_over_a(tmp_path):
+    for name, scale in (("a", 1.0), ("b", 0.5)):
+        (tmp_path / name).mkdir()
+        RUN_A.to_csv(tmp_path / name / "claims.csv", index=False)
+        bench_results({("tf", "mlp", "graph"): [100 * scale, 120 * scale, 400 * scale],
+                       ("torch", "mlp", "eager"): [50, 60, 70]}).to_csv(tmp_path / name / "results.csv", index=False)
+    shift = speed_shift(tmp_path / "a", tmp_path / "b")
+    # Medians of the process means: tf 120 -> 60 (0.5), torch 60 -> 60 (1.0).
+    assert (shift.variants, shift.low, shift.high, shift.median) == (2, 0.5, 1.0, 0.75)
+    text = describe(compare_tables(RUN_A, RUN_A), "a", "b", shift)
+    assert "bench throughput B / A over 2 variants: median 0.75 (range 0.50 to 1.00)" in text
+    assert "the machine ran at another speed in one of the runs" in text
+    steady = describe(compare_tables(RUN_A, RUN_A), "a", "a", speed_shift(tmp_path / "a", tmp_path / "a"))
+    assert "median 1.00" in steady and "another speed" not in steady
+    # Claims tables alone (no results.csv beside them): nothing to say about the machine.
+    assert speed_shift(tmp_path / "a" / "claims.csv", tmp_path / "b" / "claims.csv") is None

@@ -9,7 +9,15 @@ metric). What a reader wants to know:
   "supported" and "contradicted" (the two runs disagree about the direction);
 - how many conditions' intervals do not overlap at all: for honest intervals
   of two independent runs of the same code on the same machine this should be
-  rare (about 1 in 20 or fewer at 95 %); on two machines it is what differs.
+  rare (about 1 in 20 or fewer at 95 %); on two machines it is what differs;
+- the same counts over distinct measurements: claims 1 and 2 judge some of the
+  same comparisons (tf:graph vs torch:eager), which the counts above hold once
+  per claim;
+- whether the machine itself ran at another speed: from the two reports'
+  results.csv, each bench variant's throughput in B over A. The intervals are
+  over the processes of one run: a machine that is slower as a whole in one run
+  (other load on the host, another machine) moves the variants by different
+  amounts, which no interval of one run covers.
 """
 
 from __future__ import annotations
@@ -24,6 +32,15 @@ from fwbench.errors import DataError
 from fwbench.stats import CONTRADICTED, SUPPORTED
 
 CLAIMS_TABLE = "claims.csv"
+RESULTS_TABLE = "results.csv"
+SPEED_METRIC = "train_samples_per_s"
+VARIANT_COLUMNS = ["framework", "model", "mode"]
+PROCESS_COLUMNS = [*VARIANT_COLUMNS, "replicate"]
+# Beyond this (the default speed margin, config claims.speed_margin), the comparison says that
+# the machine itself ran at another speed in one of the runs.
+MACHINE_SHIFT_MARGIN = 0.05
+# A condition judged by several claims is one measurement: same label, metric and estimates.
+MEASUREMENT_COLUMNS = ["label", "metric", "estimate_a", "estimate_b"]
 KEY_COLUMNS = ("claim", "label", "metric")
 NEEDED_COLUMNS = (*KEY_COLUMNS, "estimate", "ci_low", "ci_high", "verdict")
 OPPOSITE = {SUPPORTED, CONTRADICTED}
@@ -46,6 +63,46 @@ class Comparison:
     @property
     def disjoint(self) -> pd.DataFrame:
         return self.matched[self.matched["disjoint"]]
+
+    @property
+    def distinct(self) -> pd.DataFrame:
+        """The matched conditions with each measurement once (a comparison several claims judge)."""
+        return self.matched.drop_duplicates(MEASUREMENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class SpeedShift:
+    """Each bench variant's median process throughput in B over A, summarised over the variants."""
+
+    variants: int
+    median: float
+    low: float
+    high: float
+
+
+def speed_shift(path_a: Path, path_b: Path) -> SpeedShift | None:
+    """How much faster or slower B's bench ran than A's, variant by variant; None without both results tables."""
+    tables = [_results(path) for path in (path_a, path_b)]
+    if any(table is None for table in tables):
+        return None
+    medians = [_variant_speed(table) for table in tables]
+    ratios = (medians[1] / medians[0]).dropna()
+    if ratios.empty:
+        return None
+    return SpeedShift(len(ratios), float(ratios.median()), float(ratios.min()), float(ratios.max()))
+
+
+def _results(path: Path) -> pd.DataFrame | None:
+    table_path = Path(path) / RESULTS_TABLE
+    return pd.read_csv(table_path, low_memory=False) if Path(path).is_dir() and table_path.is_file() else None
+
+
+def _variant_speed(results: pd.DataFrame) -> pd.Series:
+    """Median over a variant's processes of the process's mean window throughput."""
+    rows = results[(results["source"] == "bench") & (results["metric"] == SPEED_METRIC)]
+    values = pd.to_numeric(rows["value"], errors="coerce")
+    process_means = values.groupby([rows[column] for column in PROCESS_COLUMNS]).mean()
+    return process_means.groupby(level=VARIANT_COLUMNS).median()
 
 
 def read_claims(path: Path) -> pd.DataFrame:
@@ -95,21 +152,40 @@ def _interval(row, side: str) -> str:
     return f"{row[f'estimate_{side}']:.3g} [{row[f'ci_low_{side}']:.3g}, {row[f'ci_high_{side}']:.3g}]"
 
 
-def describe(comparison: Comparison, name_a: str, name_b: str) -> str:
+def _counts(matched: pd.DataFrame) -> tuple[int, int, int, int]:
+    """(conditions, same verdict, flips, disjoint intervals)."""
+    same = int((matched["verdict_a"] == matched["verdict_b"]).sum())
+    return len(matched), same, int(matched["flip"].sum()), int(matched["disjoint"].sum())
+
+
+def _share(count: int, total: int) -> str:
+    return f"{100 * count / total:.1f} %" if total else "n/a"
+
+
+def describe(comparison: Comparison, name_a: str, name_b: str, shift: SpeedShift | None = None) -> str:
     """The comparison as text: the counts first, then every condition that changed verdict."""
     matched, changed = comparison.matched, comparison.changed
-    total = len(matched)
-    same = total - len(changed)
-    share = (lambda count: f"{100 * count / total:.1f} %") if total else (lambda count: "n/a")
+    total, same, _, _ = _counts(matched)
+    distinct, distinct_same, distinct_flips, distinct_disjoint = _counts(comparison.distinct)
     lines = [
         f"A: {name_a}",
         f"B: {name_b}",
         f"conditions in both: {total}",
-        f"same verdict: {same} ({share(same)})",
-        f"different verdict: {len(changed)} ({share(len(changed))}), of which supported <-> contradicted flips: "
-        f"{len(comparison.flips)}",
-        f"intervals that do not overlap: {len(comparison.disjoint)} ({share(len(comparison.disjoint))})",
+        f"same verdict: {same} ({_share(same, total)})",
+        f"different verdict: {len(changed)} ({_share(len(changed), total)}), of which supported <-> contradicted "
+        f"flips: {len(comparison.flips)}",
+        f"intervals that do not overlap: {len(comparison.disjoint)} ({_share(len(comparison.disjoint), total)})",
+        f"distinct measurements (a comparison judged by several claims counted once): {distinct}; same verdict "
+        f"{distinct_same} ({_share(distinct_same, distinct)}), flips {distinct_flips}, intervals that do not overlap "
+        f"{distinct_disjoint} ({_share(distinct_disjoint, distinct)})",
     ]
+    if shift is not None:
+        lines.append(f"bench throughput B / A over {shift.variants} variants: median {shift.median:.2f} "
+                     f"(range {shift.low:.2f} to {shift.high:.2f})")
+        if not 1 / (1 + MACHINE_SHIFT_MARGIN) <= shift.median <= 1 + MACHINE_SHIFT_MARGIN:
+            lines.append(f"  the machine ran at another speed in one of the runs (median beyond "
+                         f"{MACHINE_SHIFT_MARGIN:.0%}): the intervals are over one run's processes and do not cover "
+                         f"that; disjoint intervals here are expected, not a sign of wrong intervals")
     if comparison.only_a or comparison.only_b:
         lines.append(f"only in A: {len(comparison.only_a)}; only in B: {len(comparison.only_b)}")
         lines += [f"  only in A: {name}" for name in comparison.only_a]
