@@ -28,14 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from fwbench.bench.outputs import GROUP_COLUMNS
+from fwbench.bench.table import process_means
 from fwbench.errors import DataError
 from fwbench.stats import CONTRADICTED, SUPPORTED
 
 CLAIMS_TABLE = "claims.csv"
 RESULTS_TABLE = "results.csv"
 SPEED_METRIC = "train_samples_per_s"
-VARIANT_COLUMNS = ["framework", "model", "mode"]
-PROCESS_COLUMNS = [*VARIANT_COLUMNS, "replicate"]
 # Beyond this (the default speed margin, config claims.speed_margin), the comparison says that
 # the machine itself ran at another speed in one of the runs.
 MACHINE_SHIFT_MARGIN = 0.05
@@ -98,11 +98,11 @@ def _results(path: Path) -> pd.DataFrame | None:
 
 
 def _variant_speed(results: pd.DataFrame) -> pd.Series:
-    """Median over a variant's processes of the process's mean window throughput."""
+    """Median over a variant's processes of the process's mean window throughput (the bench's process means)."""
     rows = results[(results["source"] == "bench") & (results["metric"] == SPEED_METRIC)]
-    values = pd.to_numeric(rows["value"], errors="coerce")
-    process_means = values.groupby([rows[column] for column in PROCESS_COLUMNS]).mean()
-    return process_means.groupby(level=VARIANT_COLUMNS).median()
+    rows = rows.assign(value=pd.to_numeric(rows["value"], errors="coerce"))
+    return pd.Series({variant: process_means(group, "value").median()
+                      for variant, group in rows.groupby(list(GROUP_COLUMNS))})
 
 
 def read_claims(path: Path) -> pd.DataFrame:
@@ -164,17 +164,17 @@ def _share(count: int, total: int) -> str:
 
 def describe(comparison: Comparison, name_a: str, name_b: str, shift: SpeedShift | None = None) -> str:
     """The comparison as text: the counts first, then every condition that changed verdict."""
-    matched, changed = comparison.matched, comparison.changed
-    total, same, _, _ = _counts(matched)
+    changed = comparison.changed
+    total, same, flips, disjoint = _counts(comparison.matched)
     distinct, distinct_same, distinct_flips, distinct_disjoint = _counts(comparison.distinct)
     lines = [
         f"A: {name_a}",
         f"B: {name_b}",
         f"conditions in both: {total}",
         f"same verdict: {same} ({_share(same, total)})",
-        f"different verdict: {len(changed)} ({_share(len(changed), total)}), of which supported <-> contradicted "
-        f"flips: {len(comparison.flips)}",
-        f"intervals that do not overlap: {len(comparison.disjoint)} ({_share(len(comparison.disjoint), total)})",
+        f"different verdict: {total - same} ({_share(total - same, total)}), of which supported <-> contradicted "
+        f"flips: {flips}",
+        f"intervals that do not overlap: {disjoint} ({_share(disjoint, total)})",
         f"distinct measurements (a comparison judged by several claims counted once): {distinct}; same verdict "
         f"{distinct_same} ({_share(distinct_same, distinct)}), flips {distinct_flips}, intervals that do not overlap "
         f"{distinct_disjoint} ({_share(distinct_disjoint, distinct)})",
