@@ -1,5 +1,5 @@
 # Speed and memory runs: one job per framework x model x execution mode x
-# replicate (src/fwbench/bench), in the schedule's interleaved order (each job
+# batch size x threads x replicate (src/fwbench/bench), in the schedule's interleaved order (each job
 # waits for the previous one's rows). Timed jobs run alone (see the bench
 # section of rules/common.smk); each logs its start and end time, and
 # bench_table refuses rows whose jobs overlapped. A bench job does not import MLflow: bench_table
@@ -26,15 +26,17 @@ rule bench:
     params:
         script=SCRIPTS_DIR / "bench.py",
         overrides=OVERRIDES_ARG,
-    threads: 1
+    threads: bench_job_threads
     resources:
         machine_share=TIMED_JOB_SHARES,
+        cpus_per_task=bench_job_threads,
     conda:
         "../envs/{framework}.yaml"
     shell:
         tracking_env("bench") + "python {params.script} {params.overrides}"
-        " framework={wildcards.framework} model={wildcards.model}"
-        " bench.mode={wildcards.mode} bench.replicate={wildcards.replicate} threads={threads} > {log} 2>&1"
+        " framework={wildcards.framework} model={wildcards.model} bench.mode={wildcards.mode}"
+        " trainer.batch_size={wildcards.batch} threads={threads} bench.replicate={wildcards.replicate}"
+        " > {log} 2>&1"
 
 
 # The tidy table the report reads (one row per framework x model x mode x

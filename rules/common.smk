@@ -21,6 +21,7 @@ from fwbench.config import (  # noqa: E402
     report_dir,
     run_dir,
 )
+from fwbench.bench.grid import AUTO_THREADS, check_settings, thread_counts  # noqa: E402
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
 from fwbench.tracking.runs import parent_run_file  # noqa: E402
@@ -31,10 +32,33 @@ from fwbench.tracking.runs import parent_run_file  # noqa: E402
 export_package_path(SRC_DIR)
 
 CONFIG_DIR = Path(workflow.basedir) / "config"
+def job_cores():
+    """The cores one job may have: --cores on this machine; None on a cluster, where the node decides."""
+    if not workflow.local_exec:
+        return None
+    try:
+        return int(workflow.cores)
+    except (WorkflowError, TypeError):
+        return None
+
+
+def with_thread_list(overrides, cfg, cores):
+    """bench.threads=auto expanded here, once, into the overrides every job gets: a job on another machine
+    (a cluster node) then composes the same bench grid."""
+    if cfg.bench.threads != AUTO_THREADS:
+        return overrides
+    counts = thread_counts(cfg, cores)
+    return [*overrides, f"bench.threads=[{','.join(str(count) for count in counts)}]"]
+
+
 # `snakemake --config experiment=smoke trainer.epochs=2` -> Hydra overrides.
 HYDRA_OVERRIDES = overrides_from_mapping(config)
 try:
     CFG = compose_config(CONFIG_DIR, HYDRA_OVERRIDES)
+    HYDRA_OVERRIDES = with_thread_list(HYDRA_OVERRIDES, CFG, job_cores())
+    CFG = compose_config(CONFIG_DIR, HYDRA_OVERRIDES)
+    # Threads beyond --cores: Snakemake would quietly give the job fewer than its variant says.
+    check_settings(CFG, job_cores())
 except FwbenchError as error:
     raise WorkflowError(f"fwbench: invalid config: {error}") from None
 
@@ -103,9 +127,10 @@ from fwbench.bench.outputs import (  # noqa: E402
 )
 
 BENCH_SCHEDULE = bench_schedule(CFG)
-BENCH_ROWS = str(job_rows_path(CFG, "{framework}", "{model}", "{mode}", "{replicate}"))
-BENCH_RECORD = str(job_record_path(CFG, "{framework}", "{model}", "{mode}", "{replicate}"))
-BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}/r{{replicate}}"
+BENCH_JOB = ("{framework}", "{model}", "{mode}", "{batch}", "{nthreads}", "{replicate}")
+BENCH_ROWS = str(job_rows_path(CFG, *BENCH_JOB))
+BENCH_RECORD = str(job_record_path(CFG, *BENCH_JOB))
+BENCH_KEY = f"{EXPERIMENT}/{DATASET}/bench/{{framework}}/{{model}}/{{mode}}/b{{batch}}-t{{nthreads}}/r{{replicate}}"
 BENCH_RESULTS = str(bench_results_path(CFG))
 BENCH_SUMMARY = str(bench_summary_path(CFG))
 BENCH_SCHEDULE_FILE = str(bench_schedule_path(CFG))
@@ -119,6 +144,8 @@ TIMED_RULES = ("bench",)
 
 wildcard_constraints:
     mode="|".join(sorted({mode for modes in MODES.values() for mode in modes})),
+    batch=r"\d+",
+    nthreads=r"\d+",
     replicate=r"\d+",
 
 
@@ -135,13 +162,19 @@ def all_bench_records(wildcards):
 def previous_bench_rows(wildcards):
     """The rows of the process before this one in the schedule (none for the first): the order as a DAG edge."""
     try:
-        job = scheduled_job(CFG, wildcards.framework, wildcards.model, wildcards.mode, int(wildcards.replicate))
+        variant = (wildcards.framework, wildcards.model, wildcards.mode, int(wildcards.batch), int(wildcards.nthreads))
+        job = scheduled_job(CFG, variant, int(wildcards.replicate))
     except FwbenchError as error:
         raise WorkflowError(f"fwbench: {error}") from None
     if job.position == 0:
         return []
     previous = BENCH_SCHEDULE[job.position - 1]
     return [str(job_rows_path(CFG, *previous.variant, previous.replicate))]
+
+
+def bench_job_threads(wildcards):
+    """A bench job's threads are its variant's (bench.threads), locally and as SLURM's cpus_per_task."""
+    return int(wildcards.nthreads)
 
 
 def hold_machine_shares(rules):

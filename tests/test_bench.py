@@ -480,23 +480,24 @@ def test_window_steps_per_model_or_per_framework_and_mode():
     assert window_steps(cfg, "torch", "lenet", "compile") == 7
 
 
-@pytest.mark.parametrize("experiment", ["default", "arms"])
+@pytest.mark.parametrize("experiment", ["default", "arms", "sweep"])
 def test_every_default_job_plans_at_most_one_epoch(experiment):
     """The window steps are capped so that no bench job cycles its data (config/bench/default.yaml)."""
     cfg = compose_config(CONFIG_DIR, [f"experiment={experiment}"])
     # The training split is what preprocessing leaves after taking the validation split.
-    steps_per_epoch = (cfg.dataset.train_count - cfg.dataset.val_size) // cfg.trainer.batch_size
-    for framework, model, mode in bench_grid(cfg):
-        steps = window_steps(cfg, framework, model, mode)
+    for framework, model, mode, batch_size, _ in bench_grid(cfg):
+        steps_per_epoch = (cfg.dataset.train_count - cfg.dataset.val_size) // batch_size
+        steps = window_steps(cfg, framework, model, mode, batch_size)
         plan = TrainingPlan(cfg.bench.warmup_steps, steps, cfg.bench.windows, poll_lag=1, memory_steps=steps)
-        assert plan.steps <= steps_per_epoch, (framework, model, mode, plan.steps)
+        assert plan.steps <= steps_per_epoch, (framework, model, mode, batch_size, plan.steps)
 
 
 def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
     cfg = compose_config(CONFIG_DIR, ["experiment=default"])
     grid = bench_grid(cfg)
     assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in cfg.experiment.frameworks)
-    assert ("torch", "convnet", "compile") in grid and ("torch", "convnet", "xla") not in grid
+    # One setting: the trainer's batch size at bench.threads' one count.
+    assert ("torch", "convnet", "compile", 128, 2) in grid and ("torch", "convnet", "xla", 128, 2) not in grid
 
 
 # ---------------------------------------------------------------- the schedule of processes
@@ -506,8 +507,8 @@ def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
     cfg = compose_config(CONFIG_DIR, ["experiment=arms"])
     grid, schedule = bench_grid(cfg), bench_schedule(cfg)
     controls = set(control_variants(cfg))
-    assert controls == {("tf", "convnet", "graph"), ("tf_native", "convnet", "graph"), ("torch", "convnet", "eager"),
-                        ("jax", "convnet", "jit")}
+    assert controls == {("tf", "convnet", "graph", 128, 2), ("tf_native", "convnet", "graph", 128, 2),
+                        ("torch", "convnet", "eager", 128, 2), ("jax", "convnet", "jit", 128, 2)}
     replicates = cfg.bench.replicates
     # Every variant R processes; each control an even number (its two A/A arms equal).
     counts = Counter(job.variant for job in schedule)
@@ -534,10 +535,13 @@ def test_schedule_is_seeded():
 
 def test_a_replicate_outside_the_schedule_is_one_line():
     cfg = compose_config(CONFIG_DIR, ["experiment=default"])
-    with pytest.raises(ConfigError, match=re.escape("bench.replicate=3 of tf/mlp/eager is not in the bench "
+    with pytest.raises(ConfigError, match=re.escape("bench.replicate=3 of tf/mlp/eager/128/2 is not in the bench "
                                                     "schedule: accepted are 0 to 2")):
-        scheduled_job(cfg, "tf", "mlp", "eager", 3)
-    assert scheduled_job(cfg, "tf", "convnet", "graph", 3).replicate == 3  # a control's fourth process
+        scheduled_job(cfg, ("tf", "mlp", "eager", 128, 2), 3)
+    assert scheduled_job(cfg, ("tf", "convnet", "graph", 128, 2), 3).replicate == 3  # a control's fourth process
+    with pytest.raises(ConfigError, match=re.escape("tf/mlp/eager/64/2 (framework/model/mode/batch size/threads) "
+                                                    "is not a variant of the bench grid")):
+        scheduled_job(cfg, ("tf", "mlp", "eager", 64, 2), 0)
 
 
 def test_snakemake_runs_the_bench_jobs_in_the_schedules_order(tmp_path):
@@ -614,13 +618,14 @@ def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
     threads = 1 if before != 1 else 2  # differs from the process's count, so the test can fail
     # mlp is the smoke bench's control model: its torch eager variant has a second replicate.
     cfg = compose_config(CONFIG_DIR, ["experiment=smoke", "framework=torch", "model=mlp", "bench.replicate=1",
-                                      f"threads={threads}", *TINY_BENCH, *redirected_paths(smoke_data)])
+                                      f"threads={threads}", f"bench.threads=[{threads}]", *TINY_BENCH,
+                                      *redirected_paths(smoke_data)])
     try:
         rows = bench_variant(cfg)
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    columns, written = read_csv_rows(smoke_data / "results/smoke/digits/bench/torch/mlp/eager/r1.csv")
+    columns, written = read_csv_rows(smoke_data / f"results/smoke/digits/bench/torch/mlp/eager/b64-t{threads}/r1.csv")
     assert tuple(columns) == RESULT_COLUMNS
     assert set(REPORT_COLUMNS) <= set(columns)
     assert len(written) == len(rows) == cfg.bench.windows
@@ -628,7 +633,7 @@ def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
     for row in written:
         assert int(row["intra_op_threads"]) == threads
         assert (row["mode"], row["device"], row["replicate"]) == ("eager", "cpu", "1")
-        assert int(row["schedule_position"]) == scheduled_job(cfg, "torch", "mlp", "eager", 1).position
+        assert int(row["schedule_position"]) == scheduled_job(cfg, ("torch", "mlp", "eager", 64, threads), 1).position
         assert float(row["train_samples_per_s"]) > 0
         assert float(row["first_step_s"]) > 0
         assert float(row["infer_latency_p50_ms"]) <= float(row["infer_latency_p99_ms"])
@@ -641,9 +646,9 @@ def test_torch_bench_job_applies_threads_and_writes_the_schema(smoke_data):
 @pytest.mark.slow
 def test_tf_bench_job_applies_threads(smoke_data):
     result = run_script("bench", "experiment=smoke", "framework=tf", "model=mlp", "bench.mode=xla",
-                        "threads=1", *TINY_BENCH, *redirected_paths(smoke_data))
+                        "threads=1", "bench.threads=[1]", *TINY_BENCH, *redirected_paths(smoke_data))
     assert result.returncode == 0, result.stderr[-3000:]
-    columns, rows = read_csv_rows(smoke_data / "results/smoke/digits/bench/tf/mlp/xla/r0.csv")
+    columns, rows = read_csv_rows(smoke_data / "results/smoke/digits/bench/tf/mlp/xla/b64-t1/r0.csv")
     assert tuple(columns) == RESULT_COLUMNS
     assert {(row["intra_op_threads"], row["inter_op_threads"]) for row in rows} == {("1", "1")}
 
@@ -651,12 +656,14 @@ def test_tf_bench_job_applies_threads(smoke_data):
 # ---------------------------------------------------------------- the table
 
 
-def fake_rows(framework, model, mode, start, end, host="vm", throughputs=(100.0, 110.0, 120.0), replicate=0):
+def fake_rows(framework, model, mode, start, end, host="vm", throughputs=(100.0, 110.0, 120.0), replicate=0,
+              batch_size=128, threads=2):
     rows = []
     for window, value in enumerate(throughputs):
         row = {column: 0 for column in RESULT_COLUMNS}
-        row.update(framework=framework, model=model, mode=mode, replicate=replicate, window=window, hostname=host,
-                   job_start_unix=start, job_end_unix=end, train_samples_per_s=value)
+        row.update(framework=framework, model=model, mode=mode, batch_size=batch_size, threads=threads,
+                   replicate=replicate, window=window, hostname=host, job_start_unix=start, job_end_unix=end,
+                   train_samples_per_s=value)
         rows.append(row)
     return rows
 
@@ -688,13 +695,14 @@ def write_fake_jobs(cfg) -> None:
 
     for job in bench_schedule(cfg):
         start = job.position
-        rows = fake_rows(*job.variant, start, start + 0.5, replicate=job.replicate)
+        rows = fake_rows(job.framework, job.model, job.mode, start, start + 0.5, replicate=job.replicate,
+                         batch_size=job.batch_size, threads=job.threads)
         for row in rows:
             row.update(schedule_position=job.position, schedule_block=job.block)
         write_rows(job_rows_path(cfg, *job.variant, job.replicate), rows)
         job_cfg = cfg.copy()
-        job_cfg.framework.name, job_cfg.model.name, job_cfg.bench.mode = job.variant
-        job_cfg.bench.replicate = job.replicate
+        job_cfg.framework.name, job_cfg.model.name, job_cfg.bench.mode = job.framework, job.model, job.mode
+        job_cfg.trainer.batch_size, job_cfg.threads, job_cfg.bench.replicate = job.batch_size, job.threads, job.replicate
         write_job_record(job_cfg, job_record_path(cfg, *job.variant, job.replicate))
 
 
@@ -789,7 +797,7 @@ def test_overlapping_replicates_of_one_variant_are_refused():
 
     overlapping = pd.DataFrame(fake_rows("tf", "mlp", "graph", 0, 10, replicate=0)
                                + fake_rows("tf", "mlp", "graph", 9, 20, replicate=1))
-    with pytest.raises(DataError, match="tf/mlp/graph replicate 0"):
+    with pytest.raises(DataError, match="tf/mlp/graph/128/2 replicate 0"):
         check_no_overlap(overlapping)
 
 

@@ -74,7 +74,8 @@ def bench_rows(rates_by_process: dict) -> pd.DataFrame:
     for (framework, mode), processes in rates_by_process.items():
         for replicate, rates in enumerate(processes):
             for window, rate in enumerate(rates):
-                rows.append({"framework": framework, "model": "convnet", "mode": mode, "replicate": replicate,
+                rows.append({"framework": framework, "model": "convnet", "mode": mode, "batch_size": 128, "threads": 2,
+                             "replicate": replicate,
                              "window": window, "schedule_position": position, "schedule_block": replicate,
                              "device": "cpu", "train_samples_per_s": rate, "first_step_s": 1.0,
                              "infer_latency_p50_ms": 1.0, "infer_latency_p95_ms": 1.0, "infer_latency_p99_ms": 1.0,
@@ -108,7 +109,8 @@ def test_every_window_is_listed_in_the_order_the_processes_ran():
     bench = bench_rows({("tf", "graph"): [[100, 110, 120]], ("torch", "eager"): [[90, 95, 97]]})
     (table,) = windows_section(bench).tables
     assert [row[0] for row in table.rows] == ["0", "1"]
-    assert [row[6] for row in table.rows] == ["100, 110, 120", "90, 95, 97"]
+    assert [row[5:8] for row in table.rows] == [["128", "2", "0"], ["128", "2", "0"]]  # batch, threads, replicate
+    assert [row[8] for row in table.rows] == ["100, 110, 120", "90, 95, 97"]
 
 
 def report_sections(tmp_path, bench):

@@ -201,3 +201,18 @@ def test_smoke_experiment_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
         assert output["metrics"]["device"] in ("cpu", "cuda")
         # Same seeds, same threads: the same numbers as the local run.
         assert numbers(output) == numbers(local_outputs[point]), point
+
+
+def test_sweep_bench_jobs_ask_for_their_threads_as_cpus_per_task(tmp_path):
+    """Each bench variant's thread count is its job's cpus_per_task (which the plugin prefers to cpus_per_gpu)."""
+    overrides = "overrides=bench.threads=[1,2] " + " ".join(path_overrides(tmp_path))
+    result = run_snakemake("--profile", str(PROFILE), "-n", "--config", "experiment=sweep", overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    asked = set()
+    for block in re.split(r"^rule ", result.stdout, flags=re.M)[1:]:
+        if not block.startswith("bench:"):
+            continue
+        wildcards = dict(re.findall(r"(\w+)=([\w.]+)", re.search(r"^\s+wildcards: (.*)$", block, flags=re.M).group(1)))
+        resources = dict(re.findall(r"(\w+)=([\w.-]+)", re.search(r"^\s+resources: (.*)$", block, flags=re.M).group(1)))
+        asked.add((wildcards["nthreads"], resources["cpus_per_task"]))
+    assert asked == {("1", "1"), ("2", "2")}

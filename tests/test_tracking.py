@@ -409,14 +409,17 @@ def job_targets(cfg) -> list[str]:
 
 def check_bench_runs(cfg, table, client, by_id: dict) -> None:
     """Each bench process's run is tagged as such and holds every window's numbers at step = window."""
-    processes = table.groupby(["framework", "model", "mode", "replicate"], sort=False)
+    processes = table.groupby(["framework", "model", "mode", "batch_size", "threads", "replicate"], sort=False)
     assert sorted(processes.groups) == sorted((*job.variant, job.replicate) for job in bench_schedule(cfg))
-    for (framework, model, mode, replicate), rows in processes:
-        assert rows["mlflow_run_id"].nunique() == 1, (framework, model, mode, replicate)
+    for (framework, model, mode, batch_size, threads, replicate), rows in processes:
+        assert rows["mlflow_run_id"].nunique() == 1, (framework, model, mode, batch_size, threads, replicate)
         run = by_id[rows["mlflow_run_id"].iloc[0]]
         tags = run.data.tags
         assert (tags["job"], tags["framework"], tags["model"], tags["mode"]) == ("bench", framework, model, mode)
         assert (tags["snakemake_rule"], tags["replicate"]) == ("bench", str(replicate))
+        # The setting, as tags and as the job's config params.
+        assert (tags["batch_size"], tags["threads"]) == (str(batch_size), str(threads))
+        assert (run.data.params["trainer.batch_size"], run.data.params["threads"]) == (str(batch_size), str(threads))
         for key in ("train_samples_per_s", "infer_latency_p50_ms", "peak_rss_train_mb"):
             logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
             assert logged == list(zip(rows["window"], rows[key])), (framework, model, mode, key)

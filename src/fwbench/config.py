@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from fwbench.bench.grid import MODES, PRECISIONS, check_mode
+from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, check_mode, check_settings
 from fwbench.errors import ConfigError
 from fwbench.models.architecture import layer_specs
 
@@ -168,7 +168,7 @@ def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
                 f"bench.modes.{framework} is empty or missing: list at least one of {', '.join(MODES[framework])}"
             )
     for key in ("replicates", "windows", "warmup_steps", "window_steps", "latency_warmup_calls", "latency_calls",
-                "inference_calls"):
+                "inference_calls", "window_steps_batch_size", "max_window_steps"):
         _check_positive_int(f"bench.{key}", bench[key])
     for key in ("replicate", "schedule_seed"):
         _check_non_negative_int(f"bench.{key}", bench[key])
@@ -182,6 +182,8 @@ def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
         raise ConfigError(f"bench.control_model={bench.control_model!r} is invalid: accepted are "
                           f"{', '.join(models)} (a model the bench measures, or it has no A/A control)")
     _check_choice("bench.precision", bench.precision, PRECISIONS)
+    _check_choice("bench.infer_batch_size", bench.infer_batch_size, INFER_BATCH_CHOICES)
+    check_settings(cfg, cores=None)  # the cores a job may have are the workflow's to check (rules/common.smk)
     for key in ("tf32", "deterministic"):
         if not isinstance(bench[key], bool):
             raise ConfigError(f"bench.{key}={bench[key]!r} is invalid: accepted are true, false")

@@ -1,7 +1,15 @@
-"""The bench grid: variants (framework x model x mode), their processes and the order they run in."""
+"""The bench grid: variants (framework x model x mode x batch size x threads), their processes and their order.
+
+A variant's setting is its training batch size and its thread count: the
+default experiments bench one setting (trainer.batch_size, bench.threads [2]);
+a sweep (config/experiment/sweep.yaml) lists several, and every point is a
+variant with its own processes, interleaved with all the others.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from dataclasses import dataclass
 
@@ -12,6 +20,10 @@ from fwbench.frameworks.registry import FRAMEWORKS
 MODES = {name: spec.modes for name, spec in FRAMEWORKS.items()}
 DEFAULT_MODES = {name: spec.default_mode for name, spec in FRAMEWORKS.items()}
 PRECISIONS = ("fp32", "bf16")
+# bench.threads: an explicit list, or this: powers of two up to the cores the jobs may have.
+AUTO_THREADS = "auto"
+# bench.infer_batch_size: the inference-throughput calls at trainer.eval_batch_size, or at the variant's batch size.
+INFER_BATCH_CHOICES = ("eval", "train")
 
 
 def check_mode(framework: str, mode: str) -> None:
@@ -32,18 +44,93 @@ def job_mode(cfg) -> str:
     return mode
 
 
-def window_steps(cfg, framework: str, model: str, mode: str) -> int:
-    """Steps per timed window of one job.
+def window_steps(cfg, framework: str, model: str, mode: str, batch_size: int | None = None) -> int:
+    """Steps per timed window of one job at `batch_size` (default: bench.window_steps_batch_size).
 
     bench.model_window_steps[model] is either one count for every mode or a
     mapping framework -> mode -> count; whatever it leaves out takes
-    bench.window_steps.
+    bench.window_steps. Those counts are for bench.window_steps_batch_size;
+    another batch size takes the count that keeps the samples per window the
+    same, at least 1 and at most bench.max_window_steps and
+    max_steps_in_one_epoch (a job never holds more than one epoch of data).
     """
     entry = (cfg.bench.get("model_window_steps") or {}).get(model)
     if isinstance(entry, int):
-        return entry
-    steps = ((entry or {}).get(framework) or {}).get(mode)
-    return int(steps if steps is not None else cfg.bench.window_steps)
+        steps = entry
+    else:
+        steps = ((entry or {}).get(framework) or {}).get(mode)
+        steps = int(steps if steps is not None else cfg.bench.window_steps)
+    reference = int(cfg.bench.window_steps_batch_size)
+    if batch_size is None or batch_size == reference:
+        return steps
+    scaled = round(steps * reference / batch_size)
+    return max(1, min(scaled, int(cfg.bench.max_window_steps), max_steps_in_one_epoch(cfg, batch_size)))
+
+
+def max_steps_in_one_epoch(cfg, batch_size: int) -> int:
+    """The most steps per window for which warm-up, the windows, the memory phase (one window's steps) and
+    the trailing step take at most one epoch of the training split at `batch_size` (no limit for a dataset
+    whose config does not give train_count, such as digits: the bench cycles its samples)."""
+    if cfg.dataset.get("train_count") is None:
+        return int(cfg.bench.max_window_steps)
+    epoch_steps = (int(cfg.dataset.train_count) - int(cfg.dataset.val_size)) // batch_size
+    windows = int(cfg.bench.windows) + 1  # the memory phase runs one window's steps
+    return max(1, (epoch_steps - int(cfg.bench.warmup_steps) - 1) // windows)
+
+
+def batch_sizes(cfg) -> list[int]:
+    """The bench's training batch sizes: bench.batch_sizes, or [trainer.batch_size] when it is null."""
+    listed = cfg.bench.get("batch_sizes")
+    return [int(size) for size in listed] if listed is not None else [int(cfg.trainer.batch_size)]
+
+
+def auto_threads(cores: int) -> list[int]:
+    """Powers of two up to `cores`: 1, 2, 4, ..."""
+    return [2 ** power for power in range(int(math.log2(max(1, cores))) + 1)]
+
+
+def thread_counts(cfg, cores: int | None = None) -> list[int]:
+    """bench.threads as a list; `auto` expands to powers of two up to `cores` (default: this machine's CPUs).
+
+    The workflow expands `auto` once and hands every job the list (rules/common.smk), so a job on another
+    machine sees the same grid.
+    """
+    listed = cfg.bench.threads
+    if listed == AUTO_THREADS:
+        return auto_threads(cores or os.cpu_count() or 1)
+    return [int(count) for count in listed]
+
+
+def reference_setting(cfg) -> tuple[int, int]:
+    """The setting the report's main tables and claims use: trainer.batch_size at the most threads benched."""
+    return int(cfg.trainer.batch_size), max(thread_counts(cfg))
+
+
+def check_settings(cfg, cores: int | None) -> None:
+    """Batch sizes and thread counts: integers > 0, trainer.batch_size among the batch sizes, no more threads
+    than `cores` (the cores a job may have; None: not known here, as on a cluster). One line naming the value."""
+    for size in cfg.bench.get("batch_sizes") or []:
+        _check_count("bench.batch_sizes", size)
+    listed = cfg.bench.threads
+    if listed != AUTO_THREADS:
+        if isinstance(listed, (str, int)) or not len(listed):
+            raise ConfigError(f"bench.threads={listed!r} is invalid: accepted are a list of integers > 0, "
+                              f"e.g. [1, 2], or {AUTO_THREADS} (powers of two up to the cores)")
+        for count in listed:
+            _check_count("bench.threads", count)
+    if int(cfg.trainer.batch_size) not in batch_sizes(cfg):
+        raise ConfigError(f"bench.batch_sizes={batch_sizes(cfg)} lacks trainer.batch_size={cfg.trainer.batch_size}: "
+                          "the report's main claims are judged at it; add it to the list")
+    if cores is not None:
+        for count in thread_counts(cfg, cores):
+            if count > cores:
+                raise ConfigError(f"bench.threads has {count}, more than the {cores} cores a job may have here: "
+                                  f"accepted are 1 to {cores} (or give Snakemake more with --cores)")
+
+
+def _check_count(key: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{key} has {value!r}: accepted are integers > 0")
 
 
 def bench_models(cfg) -> list[str]:
@@ -52,28 +139,35 @@ def bench_models(cfg) -> list[str]:
     return list(models) if models is not None else list(cfg.experiment.models)
 
 
-def bench_grid(cfg) -> list[tuple[str, str, str]]:
-    """Every (framework, model, mode) bench variant: experiment.frameworks x models x bench.modes[framework]."""
+Variant = tuple  # (framework, model, mode, batch size, threads)
+
+
+def bench_grid(cfg) -> list[Variant]:
+    """Every (framework, model, mode, batch size, threads) bench variant: experiment.frameworks x models x
+    bench.modes[framework] x batch sizes x thread counts."""
     return [
-        (framework, model, mode)
+        (framework, model, mode, batch_size, threads)
         for framework in cfg.experiment.frameworks
         for model in bench_models(cfg)
         for mode in cfg.bench.modes[framework]
+        for batch_size in batch_sizes(cfg)
+        for threads in thread_counts(cfg)
     ]
 
 
-def control_variants(cfg) -> list[tuple[str, str, str]]:
-    """The A/A control of each framework: its default mode on bench.control_model, where both are benched."""
+def control_variants(cfg) -> list[Variant]:
+    """The A/A control of each framework: its default mode on bench.control_model at the reference setting,
+    where both are benched."""
     if cfg.bench.control_model not in bench_models(cfg):
         return []
     return [
-        (framework, cfg.bench.control_model, DEFAULT_MODES[framework])
+        (framework, cfg.bench.control_model, DEFAULT_MODES[framework], *reference_setting(cfg))
         for framework in cfg.experiment.frameworks
         if DEFAULT_MODES[framework] in cfg.bench.modes[framework]
     ]
 
 
-def replicates_of(cfg, variant: tuple[str, str, str]) -> int:
+def replicates_of(cfg, variant: Variant) -> int:
     """bench.replicates processes; a control variant an even number (at least 2), so its arms are equal."""
     replicates = int(cfg.bench.replicates)
     if variant in control_variants(cfg):
@@ -88,13 +182,15 @@ class BenchJob:
     framework: str
     model: str
     mode: str
+    batch_size: int
+    threads: int
     replicate: int
     position: int
     block: int
 
     @property
-    def variant(self) -> tuple[str, str, str]:
-        return self.framework, self.model, self.mode
+    def variant(self) -> Variant:
+        return self.framework, self.model, self.mode, self.batch_size, self.threads
 
 
 def bench_schedule(cfg) -> list[BenchJob]:
@@ -116,12 +212,18 @@ def bench_schedule(cfg) -> list[BenchJob]:
     return jobs
 
 
-def scheduled_job(cfg, framework: str, model: str, mode: str, replicate: int) -> BenchJob:
+def scheduled_job(cfg, variant: Variant, replicate: int) -> BenchJob:
     """This process's entry in the schedule; one line naming what the schedule has instead."""
     for job in bench_schedule(cfg):
-        if job.variant == (framework, model, mode) and job.replicate == replicate:
+        if job.variant == tuple(variant) and job.replicate == replicate:
             return job
+    name = "/".join(str(part) for part in variant)
+    if tuple(variant) not in bench_grid(cfg):
+        raise ConfigError(f"{name} (framework/model/mode/batch size/threads) is not a variant of the bench grid: "
+                          f"accepted are {', '.join(str(size) for size in batch_sizes(cfg))} for the batch size "
+                          f"(trainer.batch_size) and {thread_counts(cfg)} for threads, with the experiment's "
+                          f"frameworks, models and bench.modes")
     raise ConfigError(
-        f"bench.replicate={replicate} of {framework}/{model}/{mode} is not in the bench schedule: accepted are "
-        f"0 to {replicates_of(cfg, (framework, model, mode)) - 1}, for a variant of the bench grid"
+        f"bench.replicate={replicate} of {name} is not in the bench schedule: accepted are "
+        f"0 to {replicates_of(cfg, variant) - 1}"
     )

@@ -12,7 +12,7 @@ JOB_ROWS_SUFFIX = ".csv"
 # bench_table logs the job's MLflow run (a bench process does not import MLflow).
 JOB_RECORD_SUFFIX = ".job.yaml"
 
-# The tidy table: one row per framework x model x mode x replicate x window.
+# The tidy table: one row per framework x model x mode x batch size x threads x replicate x window.
 # Process-level values (first step, memory, environment) repeat on every window
 # row of the process. NaN where a value does not apply (device memory on a CPU).
 # The report reads these names.
@@ -111,8 +111,9 @@ METRIC_COLUMNS = (
     "peak_device_train_mb",
     "peak_device_infer_mb",
 )
-# A variant, and one process of it.
-GROUP_COLUMNS = ("framework", "model", "mode")
+# A variant's setting, the variant, and one process of it.
+SETTING_COLUMNS = ("batch_size", "threads")
+GROUP_COLUMNS = ("framework", "model", "mode", *SETTING_COLUMNS)
 PROCESS_COLUMNS = (*GROUP_COLUMNS, "replicate")
 
 
@@ -120,14 +121,14 @@ def bench_dir(cfg) -> Path:
     return Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "bench"
 
 
-def job_rows_path(cfg, framework: str, model: str, mode: str, replicate) -> Path:
+def job_rows_path(cfg, framework: str, model: str, mode: str, batch_size, threads, replicate) -> Path:
     """Where one bench process writes its rows (placeholders work: Snakemake passes wildcards)."""
-    return bench_dir(cfg) / framework / model / mode / f"r{replicate}{JOB_ROWS_SUFFIX}"
+    return bench_dir(cfg) / framework / model / mode / f"b{batch_size}-t{threads}" / f"r{replicate}{JOB_ROWS_SUFFIX}"
 
 
-def job_record_path(cfg, framework: str, model: str, mode: str, replicate) -> Path:
+def job_record_path(cfg, framework: str, model: str, mode: str, batch_size, threads, replicate) -> Path:
     """Where one bench process writes its record (config and tags) for bench_table's MLflow run."""
-    return record_path_of(job_rows_path(cfg, framework, model, mode, replicate))
+    return record_path_of(job_rows_path(cfg, framework, model, mode, batch_size, threads, replicate))
 
 
 def record_path_of(rows_path: Path) -> Path:

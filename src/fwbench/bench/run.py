@@ -260,6 +260,12 @@ def environment(backend, cfg: DictConfig, policy: str) -> dict:
     }
 
 
+def inference_batch_size(cfg) -> int:
+    """The inference-throughput calls' batch size: trainer.eval_batch_size, or the training batch size when
+    bench.infer_batch_size is `train` (a sweep's inference throughput at every batch size)."""
+    return int(cfg.trainer.batch_size if cfg.bench.infer_batch_size == "train" else cfg.trainer.eval_batch_size)
+
+
 def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env: dict, memory: dict,
                shapes: dict, times: dict) -> dict:
     """The columns that are the same on every window row of the process."""
@@ -281,7 +287,7 @@ def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env
         "window_steps": plan.window_steps,
         "windows": plan.windows,
         "first_step_s": train.first_step_s,
-        "infer_batch_size": cfg.trainer.eval_batch_size,
+        "infer_batch_size": inference_batch_size(cfg),
         "peak_rss_first_step_mb": train.peak_rss_first_step_mb,
         "peak_anon_train_mb": train.peak_anon_mb,
         "memory_phase_samples": train.anon_samples,
@@ -321,10 +327,12 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     job_start, load_avg_start = time.time(), os.getloadavg()[0]
     framework, model = cfg.framework.name, cfg.model.name
     mode = job_mode(cfg)  # one-line ConfigError for a mode the framework lacks, before any import
-    job = scheduled_job(cfg, framework, model, mode, cfg.bench.replicate)
-    out_path = Path(out_path) if out_path else job_rows_path(cfg, framework, model, mode, job.replicate)
-    log.info("bench job start %.3f: %s/%s/%s replicate %d (place %d of the schedule), load average %.2f",
-             job_start, framework, model, mode, job.replicate, job.position, load_avg_start)
+    variant = (framework, model, mode, int(cfg.trainer.batch_size), int(cfg.threads))
+    job = scheduled_job(cfg, variant, cfg.bench.replicate)
+    out_path = Path(out_path) if out_path else job_rows_path(cfg, *job.variant, job.replicate)
+    log.info("bench job start %.3f: %s/%s/%s batch %d, %d threads, replicate %d (place %d of the schedule), "
+             "load average %.2f", job_start, framework, model, mode, job.batch_size, job.threads, job.replicate,
+             job.position, load_avg_start)
 
     progress = PhaseLog(job_start)
     backend = load_backend(framework)
@@ -334,7 +342,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     backend.configure(cfg.threads, cfg.seed, tf32=cfg.bench.tf32, deterministic=cfg.bench.deterministic)
     progress.done(f"{framework} imported and configured")
     policy = backend.before_build(cfg.bench.precision)
-    steps_per_window = window_steps(cfg, framework, model, mode)
+    steps_per_window = window_steps(cfg, framework, model, mode, job.batch_size)
     plan = TrainingPlan(cfg.bench.warmup_steps, steps_per_window, cfg.bench.windows, frameworks.spec(framework).poll_lag,
                         memory_steps=steps_per_window)
     x, y, order, num_classes = bench_inputs(cfg, plan.steps, whole_epoch=True)
@@ -352,7 +360,8 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
                   f"{plan.window_steps} steps {sum(train.window_s):.2f} s, memory phase of {plan.memory_steps} "
                   f"steps ({train.anon_samples} readings)")
     log_windows(plan, train.window_s, cfg.trainer.batch_size)
-    infer = measure_inference(adapter, backend, cfg.bench, x, cfg.trainer.eval_batch_size, rss)
+    infer_batch = inference_batch_size(cfg)
+    infer = measure_inference(adapter, backend, cfg.bench, x, infer_batch, rss)
     background_share, background_busiest = background.share(), describe(background.busiest())
     progress.done("inference")
     env = environment(backend, cfg, policy)
@@ -367,7 +376,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     }
     values = job_values(cfg, job, plan, adapter, train, env, memory, shapes, times)
     rows = [
-        {**values, **window_values(w, plan, cfg.trainer.batch_size, cfg.trainer.eval_batch_size, train, infer[w])}
+        {**values, **window_values(w, plan, cfg.trainer.batch_size, infer_batch, train, infer[w])}
         for w in range(plan.windows)
     ]
     write_job_record(cfg, record_path_of(out_path))
@@ -426,8 +435,9 @@ def aggregate_results(cfg: DictConfig) -> Path:
     busy = table[table["background_cpu_share"] > BUSY_SHARE].drop_duplicates(list(PROCESS_COLUMNS))
     for job in busy.itertuples(index=False):
         seen = job.background_processes if isinstance(job.background_processes, str) else ""  # CSV: empty -> NaN
-        log.warning("%s/%s/%s replicate %d measured on a busy machine: other processes took %.0f%% of it "
-                    "(busiest: %s)", job.framework, job.model, job.mode, job.replicate,
+        log.warning("%s/%s/%s batch %d, %d threads, replicate %d measured on a busy machine: other processes "
+                    "took %.0f%% of it (busiest: %s)", job.framework, job.model, job.mode, job.batch_size,
+                    job.threads, job.replicate,
                     100 * job.background_cpu_share, seen or "none seen")
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
@@ -461,7 +471,8 @@ def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
     logged = find_child_run(job_cfg, BENCH_JOB_TAG, job_id)
     if logged:
         return logged
-    tags = {**record.tags, "mode": first["mode"], "replicate": str(first["replicate"]),
+    tags = {**record.tags, "mode": first["mode"], "batch_size": str(first["batch_size"]),
+            "threads": str(first["threads"]), "replicate": str(first["replicate"]),
             "schedule_position": str(first["schedule_position"]), BENCH_JOB_TAG: job_id}
     with child_run(job_cfg, "bench", tags=tags, system_metrics=False) as tracked:
         tracked.log_history(rows[["window", *METRIC_COLUMNS]].to_dict("records"), step_key="window")
@@ -469,6 +480,7 @@ def log_bench_run(record_path: Path, rows_path: Path, rows) -> str:
                              if rows[metric].notna().any()})
         tracked.log_metrics({"train_samples_per_s_cv_within": coefficient_of_variation(rows["train_samples_per_s"])})
         tracked.log_artifact(rows_path)
-    log.info("MLflow run %s: bench %s/%s/%s replicate %s", tracked.run_id, first["framework"], first["model"],
-             first["mode"], first["replicate"])
+    log.info("MLflow run %s: bench %s/%s/%s batch %s, %s threads, replicate %s", tracked.run_id,
+             first["framework"], first["model"], first["mode"], first["batch_size"], first["threads"],
+             first["replicate"])
     return tracked.run_id or ""

@@ -20,7 +20,7 @@ from fwbench.runtime import write_text_atomic
 
 # Values that are the same on every row of a variant, carried into the summary as they are.
 VARIANT_COLUMNS = (
-    "device", "precision", "batch_size", "windows", "window_steps", "parameter_count", "flops_per_sample",
+    "device", "precision", "windows", "window_steps", "parameter_count", "flops_per_sample",
     "intra_op_threads", "inter_op_threads", "cpu_model", "gpu_model", "framework_version", "hostname",
 )
 # Measured once per window (the rest of METRIC_COLUMNS once per process): these have a within-process spread.

@@ -11,13 +11,17 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
-from fwbench.bench.grid import control_variants
+from fwbench import sweep
+from fwbench.bench.grid import control_variants, reference_setting
+from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
 from fwbench.config import report_dir
+from fwbench.errors import DataError
 from fwbench.frameworks import registry as frameworks
 from fwbench.models.architecture import flatten_size
-from fwbench.reporting import figures
+from fwbench.reporting import figures, sweep_report
+from fwbench.reporting.cells import fmt, over_processes_cell
 from fwbench.runtime import git_state
 from fwbench.reporting.render import Section, Table, render_html, render_markdown
 from fwbench.reporting.tables import (
@@ -42,12 +46,6 @@ ARTICLE_CLASSES = 10
 # The article's chapter-6 network as printed flattens 16 feature maps of 6x6.
 ARTICLE_LENET_FLATTEN = 16 * 6 * 6
 CLAIMS_TABLE = "claims.csv"
-
-
-def fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def model_framework_groups(table: pd.DataFrame, models: list[str]):
@@ -181,12 +179,6 @@ def cv_percent(values) -> str:
     return fmt(100 * coefficient_of_variation(values), 1)
 
 
-def over_processes_cell(group: pd.DataFrame, metric: str, digits: int) -> str:
-    """Mean over the variant's processes with its 95 % t interval: `mean [low–high]`."""
-    ci = mean_ci(process_means(group, metric))
-    return f"{fmt(ci.mean, digits)} [{fmt(ci.low, digits)}–{fmt(ci.high, digits)}]"
-
-
 def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
     """The mean CV of the windows inside one process."""
     cv = within_process_cv(group, metric)
@@ -266,14 +258,15 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
         first = group.iloc[0]
         rates = ", ".join(f"{value:,.0f}" for value in group["train_samples_per_s"])
         rows.append([str(position), str(first["schedule_block"]), first["model"], frameworks.display_name(first["framework"]),
-                     first["mode"], str(first["replicate"]), rates,
+                     first["mode"], str(first["batch_size"]), str(first["threads"]), str(first["replicate"]), rates,
                      fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1)])
     return Section(
         "windows", "Every window, in the order the processes ran",
         ["The schedule (randomised blocks: each block runs every variant once, shuffled) and every timed "
          "window's training throughput, as measured; the intervals above average each process's windows "
          "first. 'others %' is the share of the machine other processes took while the process measured."],
-        [Table(["place", "block", "model", "framework", "mode", "replicate", "samples/s of each window",
+        [Table(["place", "block", "model", "framework", "mode", "batch", "threads", "replicate",
+                "samples/s of each window",
                 "claimed memory MB", "others %"], rows)],
     )
 
@@ -369,9 +362,10 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
     run_rows += [[frameworks.display_name(r.framework), r.model, f"seed {r.seed}", "evaluate", r.evaluate_run_id or "n/a"]
                  for r in training.itertuples()]
     if bench is not None and "mlflow_run_id" in bench.columns:
-        for (framework, model, mode, replicate), group in bench.groupby(["framework", "model", "mode", "replicate"],
-                                                                        sort=False):
-            run_rows.append([frameworks.display_name(framework), model, f"{mode}, replicate {replicate}", "bench",
+        for (framework, model, mode, batch, threads, replicate), group in bench.groupby(list(PROCESS_COLUMNS),
+                                                                                       sort=False):
+            run_rows.append([frameworks.display_name(framework), model,
+                             f"{mode}, batch {batch}, {threads} threads, replicate {replicate}", "bench",
                              str(group["mlflow_run_id"].iloc[0])])
     return Section(
         "provenance", "Provenance",
@@ -403,7 +397,13 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     training = training_table(runs)
     curves = curves_table(runs)
     exports = export_table(training)
-    bench = bench_table(bench_path) if bench_path else None
+    bench_all = bench_table(bench_path) if bench_path else None
+    # The main tables and claims are at one setting; a sweep's other settings have sections of their own.
+    reference = reference_setting(cfg)
+    bench = sweep.at_setting(bench_all, *reference)
+    if bench is not None and bench.empty:
+        raise DataError(f"the bench table has no rows at the reference setting (batch {reference[0]}, "
+                        f"{reference[1]} threads): rerun the bench with this config")
     models = list(cfg.experiment.models)
     accuracy = training[list(claim_catalogue.ACCURACY_COLUMNS)]
     margins = claim_catalogue.Margins(cfg.claims.speed_margin, cfg.claims.memory_margin, cfg.claims.accuracy_margin)
@@ -420,17 +420,18 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         accuracy_section(training, curves, models, figure_dir),
         time_to_accuracy_section(training, models),
         *bench_sections(bench, figure_dir),
-        windows_section(bench),
+        *sweep_report.sweep_sections(bench_all, reference, confidence, margins, figure_dir),
+        windows_section(bench_all),
         export_section(exports, models),
         claim_details_section(claim_results, confidence),
         article_section(config_dir),
-        provenance_section(cfg, runs, training, bench, tracking_summary(cfg)),
+        provenance_section(cfg, runs, training, bench_all, tracking_summary(cfg)),
     ]
     arms = ", ".join(frameworks.display_name(name) for name in cfg.experiment.frameworks)
     title = f"fwbench: {arms} — {cfg.experiment.name} experiment on {cfg.dataset.name}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
-    write_text_atomic(outputs["results"], results_long(training, bench).to_csv(index=False))
+    write_text_atomic(outputs["results"], results_long(training, bench_all).to_csv(index=False))
     write_text_atomic(outputs["claims"], claims_table(claim_results, controls).to_csv(index=False))
     write_text_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
     write_text_atomic(outputs["html"], render_html(title, sections))

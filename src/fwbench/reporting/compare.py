@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fwbench.bench.outputs import GROUP_COLUMNS
+from fwbench.bench.outputs import GROUP_COLUMNS, SETTING_COLUMNS
 from fwbench.bench.table import process_means
 from fwbench.errors import DataError
 from fwbench.stats import CONTRADICTED, SUPPORTED
@@ -85,7 +85,11 @@ def speed_shift(path_a: Path, path_b: Path) -> SpeedShift | None:
     tables = [_results(path) for path in (path_a, path_b)]
     if any(table is None for table in tables):
         return None
-    medians = [_variant_speed(table) for table in tables]
+    # A results.csv from before the bench had settings (batch size, threads) had one: compare by
+    # framework x model x mode then.
+    columns = GROUP_COLUMNS if all(set(SETTING_COLUMNS) <= set(table.columns) for table in tables) else \
+        tuple(column for column in GROUP_COLUMNS if column not in SETTING_COLUMNS)
+    medians = [_variant_speed(table, columns) for table in tables]
     ratios = (medians[1] / medians[0]).dropna()
     if ratios.empty:
         return None
@@ -97,12 +101,12 @@ def _results(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(table_path, low_memory=False) if Path(path).is_dir() and table_path.is_file() else None
 
 
-def _variant_speed(results: pd.DataFrame) -> pd.Series:
+def _variant_speed(results: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     """Median over a variant's processes of the process's mean window throughput (the bench's process means)."""
     rows = results[(results["source"] == "bench") & (results["metric"] == SPEED_METRIC)]
     rows = rows.assign(value=pd.to_numeric(rows["value"], errors="coerce"))
     return pd.Series({variant: process_means(group, "value").median()
-                      for variant, group in rows.groupby(list(GROUP_COLUMNS))})
+                      for variant, group in rows.groupby(list(columns))})
 
 
 def read_claims(path: Path) -> pd.DataFrame:

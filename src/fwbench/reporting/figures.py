@@ -107,3 +107,48 @@ def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: st
             ax.set_yscale("log")
     fig.suptitle(f"{title} (mean of process means; bars: lowest to highest process)")
     return _save(fig, path)
+
+
+# Line widths of a sweep's lines by thread count (more threads, thicker), so lines differ without colour.
+SWEEP_LINE_WIDTHS = (1.0, 2.2, 3.4, 4.6)
+
+
+def scaling_figure(bench: pd.DataFrame, axis: str, lines_by: str | None, fixed: dict, xlabel: str, title: str,
+                   path: Path, metric: str = "train_samples_per_s", ylabel: str = "training throughput (samples/s)"
+                   ) -> Path:
+    """`metric` against `axis` (batch_size or threads), one panel per model, one line per framework:mode (and
+    per value of `lines_by`, if given), log axes; the band is the 95 % t interval of the mean over processes.
+
+    `fixed` holds other columns at one value (e.g. the reference batch size on a threads plot).
+    """
+    rows = bench
+    for column, value in fixed.items():
+        rows = rows[rows[column] == value]
+    if rows.empty:
+        return _empty(path, f"{title}: not measured in this run")
+    models = list(dict.fromkeys(rows["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
+    keys = ["framework", "mode", *([lines_by] if lines_by else [])]
+    widths = {value: SWEEP_LINE_WIDTHS[i % len(SWEEP_LINE_WIDTHS)]
+              for i, value in enumerate(sorted(rows[lines_by].unique()))} if lines_by else {}
+    for ax, model in zip(axes[0], models):
+        for key, group in rows[rows["model"] == model].groupby(keys, sort=False):
+            framework, mode = key[0], key[1]
+            points = sorted(group[axis].unique())
+            cis = [mean_ci(process_means(group[group[axis] == point], metric)) for point in points]
+            means = np.array([ci.mean for ci in cis])
+            low = np.array([ci.low if np.isfinite(ci.low) else ci.mean for ci in cis])
+            high = np.array([ci.high if np.isfinite(ci.high) else ci.mean for ci in cis])
+            style = STYLE[framework]
+            label = f"{framework}:{mode}" + (f", {lines_by.replace('_', ' ')} {key[2]}" if lines_by else "")
+            ax.plot(points, means, color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
+                    linewidth=widths.get(key[2], 1.6) if lines_by else 1.6, label=label)
+            ax.fill_between(points, np.clip(low, means * 1e-3, None), high, color=style["color"], alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(model)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title} (mean over processes; band: 95 % CI)")
+    return _save(fig, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
+from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.config import experiment_grid, run_dir
 from fwbench.errors import DataError
 
@@ -113,18 +114,18 @@ def results_long(training: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataF
         _melt(training, identity, evaluate_metrics, "evaluate", "evaluate_run_id"),
     ]
     if bench is not None:
-        bench_identity = ["framework", "model", "mode", "replicate", "window"]
+        bench_identity = [*PROCESS_COLUMNS, "window"]
         numeric = [c for c in bench.columns if c not in (*bench_identity, "device", "mlflow_run_id")
                    and pd.api.types.is_numeric_dtype(bench[c])]
         run_column = "mlflow_run_id" if "mlflow_run_id" in bench.columns else None
         parts.append(_melt(bench, bench_identity, numeric, "bench", run_column))
     long = pd.concat(parts, ignore_index=True)
-    for column in ("mode", "seed", "replicate", "window"):
+    for column in ("mode", "batch_size", "threads", "seed", "replicate", "window"):
         if column not in long.columns:
             long[column] = pd.NA
     long["mode"] = long["mode"].fillna("")
-    return long[["source", "framework", "model", "mode", "seed", "replicate", "window", "metric", "value",
-                 "mlflow_run_id"]]
+    return long[["source", "framework", "model", "mode", "batch_size", "threads", "seed", "replicate", "window",
+                 "metric", "value", "mlflow_run_id"]]
 
 
 def _melt(table: pd.DataFrame, identity: list[str], metrics: list[str], source: str, run_column: str | None) -> pd.DataFrame:
