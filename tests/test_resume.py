@@ -26,12 +26,7 @@ from fwbench.frameworks import registry
 from fwbench.training.loop import CHECKPOINT_DIR, PROGRESS_FILE, fit
 from fwbench.training.run import HISTORY_FILE
 
-# Keras on torch resumes to a different history (epoch 2's train loss 1.259 against 1.245 uninterrupted):
-# a known defect, open in the issue "Separate the framework from the front end"; strict, so a fix shows.
-RESUME_DIFFERS = pytest.mark.xfail(strict=True, reason="Keras' torch backend: a resumed run does not repeat "
-                                                       "the uninterrupted history yet")
-FRAMEWORKS = [pytest.param(name, marks=RESUME_DIFFERS) if name == "keras_torch" else name
-              for name in sorted(registry.FRAMEWORKS)]
+FRAMEWORKS = sorted(registry.FRAMEWORKS)
 MODEL = "convnet"
 SEED = 0
 EPOCHS = 3

@@ -211,3 +211,28 @@ def test_report_sections_are_absent_for_one_setting(tmp_path):
 
     one_setting = sweep.at_setting(crafted_sweep(lambda batch, threads: 1.3), 128, 2)
     assert sweep_sections(one_setting, (128, 2), 0.95, Margins(), tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_small_sweep_end_to_end(tmp_path):
+    """The sweep experiment through Snakemake on digits, cut to torch eager on the MLP at two batch sizes and
+    two thread counts: every setting benched, the report's sweep sections written from them."""
+    from conftest import redirected_paths
+
+    overrides = " ".join([
+        "dataset=digits", "bench=smoke", "experiment.frameworks=[torch]", "experiment.models=[mlp]",
+        "experiment.seeds=[0]", "trainer.epochs=1", "bench.batch_sizes=[32,128]", "bench.threads=[1,2]",
+        "bench.control_model=mlp", "trainer.eval_batch_size=64", *redirected_paths(tmp_path),
+    ])
+    result = run_snakemake("--cores", "2", "--config", "experiment=sweep", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    bench = pd.read_csv(tmp_path / "results/sweep/digits/bench/bench_results.csv")
+    assert set(zip(bench["batch_size"], bench["threads"])) == {(32, 1), (32, 2), (128, 1), (128, 2)}
+    assert set(zip(bench["threads"], bench["intra_op_threads"])) == {(1, 1), (2, 2)}
+    assert set(zip(bench["batch_size"], bench["infer_batch_size"])) == {(32, 32), (128, 128)}
+    report = (tmp_path / "reports/sweep/comparison.md").read_text()
+    for heading in ("Batch size and threads", "Parallel efficiency", "The claims at every batch size and thread count"):
+        assert f"## {heading}" in report
+    assert (tmp_path / "reports/sweep/figures/sweep_batch_size.png").stat().st_size > 0
+    results = pd.read_csv(tmp_path / "reports/sweep/results.csv", low_memory=False)
+    assert set(results.loc[results["source"] == "bench", "batch_size"].astype(int)) == {32, 128}

@@ -139,6 +139,13 @@ class Adapter:
 
     def load_checkpoint(self, directory: Path) -> None:
         self.model = keras.models.load_model(Path(directory) / MODEL_FILE)
+        # A loaded model's loss and metrics are built at its first `fit`, from a batch that `fit` draws
+        # through a fresh data iterator; on the torch backend that iterator (a DataLoader) takes a seed
+        # from torch's global generator, which Dropout's unseeded masks also draw from, after `reseed`.
+        # A resumed epoch would then get other masks than the uninterrupted run. Build them here, from
+        # one untrained evaluation batch, before the epoch reseeds.
+        inputs = np.zeros((1, *self.model.input_shape[1:]), dtype=np.float32)
+        self.model.test_on_batch(inputs, np.zeros((1,), dtype=np.int64))
 
     def save_model(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
