@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on cluster nodes and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -148,7 +149,7 @@ def scaling_figure(bench: pd.DataFrame, axis: str, lines_by: str | None, fixed: 
         ax.set_yscale("log")
         ticks = sorted(rows[axis].unique())
         ax.set_xticks(ticks, [str(tick) for tick in ticks])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(model)
