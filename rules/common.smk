@@ -33,13 +33,15 @@ export_package_path(SRC_DIR)
 
 CONFIG_DIR = Path(workflow.basedir) / "config"
 def job_cores():
-    """The cores one job may have: --cores on this machine; None on a cluster, where the node decides."""
-    if not workflow.local_exec:
+    """The cores one job may have: --cores on this machine; None where that is not known here.
+
+    On a cluster (an executor with --jobs: Snakemake sets `nodes`, and the executor plugin is not
+    loaded yet while the Snakefile is read) the node decides; `snakemake --lint` reads the workflow
+    with 1 core whatever the profile says, and runs nothing.
+    """
+    if workflow.resource_settings.nodes is not None or "--lint" in sys.argv:
         return None
-    try:
-        return int(workflow.cores)
-    except (WorkflowError, TypeError):
-        return None
+    return int(workflow.resource_settings.cores)
 
 
 def with_thread_list(overrides, cfg, cores):

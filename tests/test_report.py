@@ -51,6 +51,11 @@ def test_committed_report_numbers_trace_to_results_and_runs(html_path):
         assert leading_number(row["test accuracy %, mean ± 95 % CI"]) == pytest.approx(100 * values.value.mean(), abs=0.005)
 
     bench = results[results.source == "bench"]
+    # A sweep's main tables are at its reference setting, which its sweep section names.
+    reference = re.search(r"reference setting \(batch (\d+), (\d+) threads\)", markdown)
+    if reference:
+        batch, threads = (int(value) for value in reference.groups())
+        bench = bench[(bench["batch_size"] == batch) & (bench["threads"] == threads)]
     for section, metric, column, digits in (
         ("Training throughput by mode", "train_samples_per_s", "samples/s, mean [95 % CI]", 0.5),
         ("Peak memory", "peak_memory_mb", "claimed memory MB (anonymous peak above baseline on the CPU)", 0.05),

@@ -187,7 +187,8 @@ def test_report_section_lists_the_crossover_and_every_setting(tmp_path):
 
     table = crafted_sweep(tf_wins_from_batch_128_at_two_threads)
     table["infer_batch_size"] = table["batch_size"]
-    sections = {s.anchor: s for s in sweep_sections(table, (128, 2), 0.95, Margins(), tmp_path)}
+    condition_sweeps = sweep.claims_by_setting(table, 0.95, Margins())
+    sections = {s.anchor: s for s in sweep_sections(table, (128, 2), condition_sweeps, 0.95, tmp_path)}
     assert set(sections) == {"sweep", "parallel-efficiency", "claims-by-setting"}
     verdicts = sections["claims-by-setting"]
     assert ("at threads 2: contradicted up to batch 8, no meaningful difference at batch 32, supported from "
@@ -206,11 +207,23 @@ def test_report_section_lists_the_crossover_and_every_setting(tmp_path):
 
 
 def test_report_sections_are_absent_for_one_setting(tmp_path):
-    from fwbench.claims import Margins
     from fwbench.reporting.sweep_report import sweep_sections
 
     one_setting = sweep.at_setting(crafted_sweep(lambda batch, threads: 1.3), 128, 2)
-    assert sweep_sections(one_setting, (128, 2), 0.95, Margins(), tmp_path) == []
+    assert sweep_sections(one_setting, (128, 2), [], 0.95, tmp_path) == []
+
+
+def test_claims_table_holds_every_setting_for_compare_reports(tmp_path):
+    """claims.csv gets each condition at each setting under its own claim name, unique per (claim, label, metric)."""
+    from fwbench.reporting.build import claims_table
+    from fwbench.claims import ControlResults
+    from fwbench.reporting.compare import KEY_COLUMNS
+
+    condition_sweeps = sweep.claims_by_setting(crafted_sweep(tf_wins_from_batch_128_at_two_threads))
+    table = claims_table([], ControlResults((), ()), condition_sweeps)
+    assert not table.duplicated(list(KEY_COLUMNS)).any()
+    row = table[(table["claim"] == "1 at batch 8, 2 threads") & table["label"].str.contains("tf:graph vs torch:eager")]
+    assert list(row["verdict"]) == [CONTRADICTED] and row["estimate"].iloc[0] == pytest.approx(0.7)
 
 
 @pytest.mark.slow

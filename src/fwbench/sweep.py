@@ -45,14 +45,27 @@ def at_setting(bench: pd.DataFrame | None, batch_size: int, threads: int) -> pd.
 
 @dataclass(frozen=True)
 class SettingVerdict:
-    """One condition of one claim at one setting."""
+    """One condition of one claim at one setting: the claim's own result row (fwbench.claims)."""
 
     batch_size: int
     threads: int
-    estimate: float
-    ci_low: float
-    ci_high: float
-    verdict: str
+    row: claim_catalogue.ConditionResult
+
+    @property
+    def estimate(self) -> float:
+        return self.row.estimate
+
+    @property
+    def ci_low(self) -> float:
+        return self.row.ci_low
+
+    @property
+    def ci_high(self) -> float:
+        return self.row.ci_high
+
+    @property
+    def verdict(self) -> str:
+        return self.row.verdict
 
     def value(self, axis: str) -> int:
         return self.batch_size if axis == BATCH else self.threads
@@ -91,8 +104,21 @@ def claims_by_setting(bench: pd.DataFrame, confidence: float = stats.DEFAULT_CON
         for result in results:
             for row in result.rows:
                 points.setdefault((result.claim_id, row.label, row.metric), []).append(
-                    SettingVerdict(batch_size, threads, row.estimate, row.ci_low, row.ci_high, row.verdict))
+                    SettingVerdict(batch_size, threads, row))
     return [ConditionSweep(*key, tuple(found)) for key, found in points.items()]
+
+
+def setting_claim_id(claim_id: str, point: SettingVerdict) -> str:
+    """How claims.csv names a claim judged at one setting, e.g. '1 at batch 32, 2 threads'."""
+    return f"{claim_id} at batch {point.batch_size}, {point.threads} threads"
+
+
+def conditions_by_setting(condition_sweeps: list[ConditionSweep]) -> pd.DataFrame:
+    """Every condition at every setting as rows of the report's claims table (fwbench.claims.conditions_frame):
+    scripts/compare_reports.py then compares two sweeps setting by setting."""
+    results = [claim_catalogue.ClaimResult(setting_claim_id(s.claim_id, p), "", claim_catalogue.MEASURED, "", (p.row,))
+               for s in condition_sweeps for p in s.points]
+    return claim_catalogue.conditions_frame(results)
 
 
 def verdict_runs(points: list[SettingVerdict], axis: str) -> list[tuple[str, int, int]]:

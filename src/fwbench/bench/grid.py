@@ -125,7 +125,8 @@ def check_settings(cfg, cores: int | None) -> None:
         for count in thread_counts(cfg, cores):
             if count > cores:
                 raise ConfigError(f"bench.threads has {count}, more than the {cores} cores a job may have here: "
-                                  f"accepted are 1 to {cores} (or give Snakemake more with --cores)")
+                                  f"accepted are 1 to {cores}; give Snakemake more (--cores) or list fewer "
+                                  f"(overrides=\"bench.threads=[1]\")")
 
 
 def _check_count(key: str, value) -> None:

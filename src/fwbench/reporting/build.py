@@ -412,6 +412,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     # The controls run at the reference setting, the one `bench` holds: (framework, model, mode) names them there.
     controls = claim_catalogue.evaluate_controls(bench, [variant[:3] for variant in control_variants(cfg)],
                                                  confidence=confidence, margins=margins)
+    setting_claims = sweep.claims_by_setting(bench_all, confidence, margins) if sweep.is_sweep(bench_all) else []
     warning = unsteady_warning(controls)
     if warning:
         log.warning("%s", warning.paragraphs[0])
@@ -422,7 +423,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         accuracy_section(training, curves, models, figure_dir),
         time_to_accuracy_section(training, models),
         *bench_sections(bench, figure_dir),
-        *sweep_report.sweep_sections(bench_all, reference, confidence, margins, figure_dir),
+        *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
         export_section(exports, models),
         claim_details_section(claim_results, confidence),
@@ -434,17 +435,19 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
     write_text_atomic(outputs["results"], results_long(training, bench_all).to_csv(index=False))
-    write_text_atomic(outputs["claims"], claims_table(claim_results, controls).to_csv(index=False))
+    write_text_atomic(outputs["claims"], claims_table(claim_results, controls, setting_claims).to_csv(index=False))
     write_text_atomic(outputs["markdown"], render_markdown(title, sections, out_dir))
     write_text_atomic(outputs["html"], render_html(title, sections))
     log.info("report written to %s", outputs["html"])
     return outputs
 
 
-def claims_table(results: list, controls: claim_catalogue.ControlResults) -> pd.DataFrame:
-    """Every condition of every claim and every control, one row each: what scripts/compare_reports.py reads."""
+def claims_table(results: list, controls: claim_catalogue.ControlResults,
+                 setting_claims: list[sweep.ConditionSweep] = ()) -> pd.DataFrame:
+    """Every condition of every claim and every control, and for a sweep every claim's conditions at every
+    setting ('1 at batch 32, 2 threads'), one row each: what scripts/compare_reports.py reads."""
     frame = claim_catalogue.conditions_frame(results)
     control_rows = claim_catalogue.conditions_frame(
         [claim_catalogue.ClaimResult("control", "A/A control", claim_catalogue.MEASURED, "", controls.rows)]
     )
-    return pd.concat([frame, control_rows], ignore_index=True)
+    return pd.concat([frame, control_rows, sweep.conditions_by_setting(list(setting_claims))], ignore_index=True)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from fwbench import claims as claim_catalogue
 from fwbench import sweep
 from fwbench.frameworks import registry as frameworks
 from fwbench.reporting import figures
@@ -17,12 +16,12 @@ from fwbench.reporting.render import Section, Table
 FIGURES = {"batch": "sweep_batch_size.png", "threads": "sweep_threads.png"}
 
 
-def sweep_sections(bench: pd.DataFrame | None, reference: tuple[int, int], confidence: float,
-                   margins: claim_catalogue.Margins, figure_dir: Path) -> list[Section]:
-    """Nothing for a bench of one setting; else the scaling, efficiency and per-setting verdict sections."""
+def sweep_sections(bench: pd.DataFrame | None, reference: tuple[int, int],
+                   condition_sweeps: list[sweep.ConditionSweep], confidence: float, figure_dir: Path) -> list[Section]:
+    """Nothing for a bench of one setting; else the scaling, efficiency and per-setting verdict sections
+    (`condition_sweeps`: fwbench.sweep.claims_by_setting of the same table)."""
     if not sweep.is_sweep(bench):
         return []
-    condition_sweeps = sweep.claims_by_setting(bench, confidence, margins)
     return [scaling_section(bench, reference, figure_dir), efficiency_section(bench, confidence),
             verdicts_section(condition_sweeps)]
 
