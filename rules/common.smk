@@ -32,6 +32,8 @@ from fwbench.tracking.runs import parent_run_file  # noqa: E402
 export_package_path(SRC_DIR)
 
 CONFIG_DIR = Path(workflow.basedir) / "config"
+
+
 def job_cores():
     """The cores one job may have: --cores on this machine; None where that is not known here.
 
