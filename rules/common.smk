@@ -49,20 +49,20 @@ def job_cores():
 def with_thread_list(overrides, cfg, cores):
     """bench.threads=auto expanded here, once, into the overrides every job gets: a job on another machine
     (a cluster node) then composes the same bench grid."""
-    if cfg.bench.threads != AUTO_THREADS:
-        return overrides
     counts = thread_counts(cfg, cores)
     return [*overrides, f"bench.threads=[{','.join(str(count) for count in counts)}]"]
 
 
 # `snakemake --config experiment=smoke trainer.epochs=2` -> Hydra overrides.
 HYDRA_OVERRIDES = overrides_from_mapping(config)
+JOB_CORES = job_cores()
 try:
     CFG = compose_config(CONFIG_DIR, HYDRA_OVERRIDES)
-    HYDRA_OVERRIDES = with_thread_list(HYDRA_OVERRIDES, CFG, job_cores())
-    CFG = compose_config(CONFIG_DIR, HYDRA_OVERRIDES)
+    if CFG.bench.threads == AUTO_THREADS:
+        HYDRA_OVERRIDES = with_thread_list(HYDRA_OVERRIDES, CFG, JOB_CORES)
+        CFG = compose_config(CONFIG_DIR, HYDRA_OVERRIDES)
     # Threads beyond --cores: Snakemake would quietly give the job fewer than its variant says.
-    check_settings(CFG, job_cores())
+    check_settings(CFG, JOB_CORES)
 except FwbenchError as error:
     raise WorkflowError(f"fwbench: invalid config: {error}") from None
 

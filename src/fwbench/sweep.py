@@ -24,6 +24,10 @@ BATCH, THREADS = SETTING_COLUMNS
 AXIS_WORDS = {BATCH: ("batch", "batch sizes"), THREADS: ("threads", "thread counts")}
 
 
+def other_axis(axis: str) -> str:
+    return THREADS if axis == BATCH else BATCH
+
+
 def settings_in(bench: pd.DataFrame | None) -> list[tuple[int, int]]:
     """The (batch size, threads) settings of a bench table, sorted; none for no table."""
     if bench is None or bench.empty:
@@ -56,14 +60,6 @@ class SettingVerdict:
         return self.row.estimate
 
     @property
-    def ci_low(self) -> float:
-        return self.row.ci_low
-
-    @property
-    def ci_high(self) -> float:
-        return self.row.ci_high
-
-    @property
     def verdict(self) -> str:
         return self.row.verdict
 
@@ -82,13 +78,11 @@ class ConditionSweep:
 
     def along(self, axis: str, fixed: int) -> list[SettingVerdict]:
         """The points at `fixed` of the other axis, in order of `axis`."""
-        other = THREADS if axis == BATCH else BATCH
-        return sorted((p for p in self.points if p.value(other) == fixed), key=lambda p: p.value(axis))
+        return sorted((p for p in self.points if p.value(other_axis(axis)) == fixed), key=lambda p: p.value(axis))
 
     def fixed_values(self, axis: str) -> list[int]:
         """The values of the other axis, each a line along `axis`."""
-        other = THREADS if axis == BATCH else BATCH
-        return sorted({p.value(other) for p in self.points})
+        return sorted({p.value(other_axis(axis)) for p in self.points})
 
 
 def claims_by_setting(bench: pd.DataFrame, confidence: float = stats.DEFAULT_CONFIDENCE,
@@ -155,12 +149,11 @@ def describe_along(points: list[SettingVerdict], axis: str) -> str:
 
 def crossovers(sweep: ConditionSweep, axis: str) -> list[str]:
     """For each line along `axis` (one per value of the other axis) whose verdict changes: where it does."""
-    other = THREADS if axis == BATCH else BATCH
     lines = []
     for fixed in sweep.fixed_values(axis):
         points = sweep.along(axis, fixed)
         if len(verdict_runs(points, axis)) > 1:
-            lines.append(f"at {AXIS_WORDS[other][0]} {fixed}: {describe_along(points, axis)}")
+            lines.append(f"at {AXIS_WORDS[other_axis(axis)][0]} {fixed}: {describe_along(points, axis)}")
     return lines
 
 

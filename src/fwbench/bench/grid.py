@@ -146,13 +146,14 @@ Variant = tuple  # (framework, model, mode, batch size, threads)
 def bench_grid(cfg) -> list[Variant]:
     """Every (framework, model, mode, batch size, threads) bench variant: experiment.frameworks x models x
     bench.modes[framework] x batch sizes x thread counts."""
+    sizes, counts = batch_sizes(cfg), thread_counts(cfg)
     return [
         (framework, model, mode, batch_size, threads)
         for framework in cfg.experiment.frameworks
         for model in bench_models(cfg)
         for mode in cfg.bench.modes[framework]
-        for batch_size in batch_sizes(cfg)
-        for threads in thread_counts(cfg)
+        for batch_size in sizes
+        for threads in counts
     ]
 
 

@@ -98,17 +98,16 @@ def _cell(point: sweep.SettingVerdict | None) -> str:
 def _verdict_table(condition_sweeps: list[sweep.ConditionSweep], axis: str) -> Table:
     """One row per condition and value of the other axis; one column per value of `axis`; where it flips."""
     values = sorted({p.value(axis) for s in condition_sweeps for p in s.points})
-    other = sweep.THREADS if axis == sweep.BATCH else sweep.BATCH
     rows = []
     for condition in condition_sweeps:
         for fixed in condition.fixed_values(axis):
-            points = {p.value(axis): p for p in condition.along(axis, fixed)}
-            runs = sweep.verdict_runs(condition.along(axis, fixed), axis)
-            flips = sweep.describe_along(condition.along(axis, fixed), axis) if len(runs) > 1 else "no flip"
+            line = condition.along(axis, fixed)
+            by_value = {p.value(axis): p for p in line}
+            flips = sweep.describe_along(line, axis) if len(sweep.verdict_runs(line, axis)) > 1 else "no flip"
             rows.append([condition.claim_id, condition.label, condition.metric, str(fixed),
-                         *[_cell(points.get(value)) for value in values], flips])
+                         *[_cell(by_value.get(value)) for value in values], flips])
     word, _ = sweep.AXIS_WORDS[axis]
-    return Table(["claim", "condition", "metric", sweep.AXIS_WORDS[other][0],
+    return Table(["claim", "condition", "metric", sweep.AXIS_WORDS[sweep.other_axis(axis)][0],
                   *[f"{word} {value}" for value in values], "where the verdict flips"], rows)
 
 
