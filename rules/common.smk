@@ -21,7 +21,7 @@ from fwbench.config import (  # noqa: E402
     report_dir,
     run_dir,
 )
-from fwbench.bench.grid import AUTO_THREADS, check_settings, thread_counts  # noqa: E402
+from fwbench.bench.grid import AUTO_THREADS, all_frameworks, check_settings, thread_counts  # noqa: E402
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
 from fwbench.tracking.runs import parent_run_file  # noqa: E402
@@ -89,7 +89,8 @@ TRACKING_PARENT = str(parent_run_file(CFG))
 
 
 wildcard_constraints:
-    framework="|".join(CFG.experiment.frameworks),
+    # Every arm trained or benched (bench.frameworks may add arms that are not trained).
+    framework="|".join(all_frameworks(CFG)),
     model="|".join(CFG.experiment.models),
     seed=r"\d+",
 

@@ -23,6 +23,7 @@ from collections import Counter
 
 from fwbench.bench.grid import (
     MODES,
+    bench_frameworks,
     bench_grid,
     bench_schedule,
     check_mode,
@@ -495,7 +496,9 @@ def test_every_default_job_plans_at_most_one_epoch(experiment):
 def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
     cfg = compose_config(CONFIG_DIR, ["experiment=default"])
     grid = bench_grid(cfg)
-    assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in cfg.experiment.frameworks)
+    # default benches four arms and trains two of them.
+    assert bench_frameworks(cfg) == ["tf", "tf_native", "torch", "jax"] != list(cfg.experiment.frameworks)
+    assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in bench_frameworks(cfg))
     # One setting: the trainer's batch size at bench.threads' one count.
     assert ("torch", "convnet", "compile", 128, 2) in grid and ("torch", "convnet", "xla", 128, 2) not in grid
 
@@ -523,7 +526,7 @@ def test_schedule_runs_every_variant_in_every_block_once_in_a_shuffled_order():
     assert orders[0] != grid and len({tuple(order) for order in orders}) == replicates  # shuffled, per block
     # Every framework spreads through every block, not one after the other.
     first_half = [job.framework for job in schedule if job.block == 0][: len(grid) // 2]
-    assert set(first_half) == set(cfg.experiment.frameworks)
+    assert set(first_half) == set(bench_frameworks(cfg))
 
 
 def test_schedule_is_seeded():
@@ -710,7 +713,7 @@ def test_aggregate_writes_the_schema_and_a_summary(tmp_path):
     from fwbench.bench.outputs import results_path, schedule_path, summary_path
     from fwbench.bench.run import aggregate_results
 
-    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=2",
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=2",
                                       "bench.control_model=mlp", "tracking.enabled=false", *redirected_paths(tmp_path)])
     write_fake_jobs(cfg)
     aggregate_results(cfg)
@@ -740,7 +743,7 @@ def test_aggregate_logs_each_jobs_run_once_with_the_jobs_tags(tmp_path, monkeypa
     monkeypatch.setenv(tracking.ENV_RULE, "bench")
     monkeypatch.setenv(tracking.ENV_LOG, str(tmp_path / "bench.log"))
     (tmp_path / "bench.log").write_text("the job's log\n")
-    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=1",
+    cfg = compose_config(CONFIG_DIR, ["experiment.frameworks=[torch]", "bench.frameworks=[torch]", "bench.models=[mlp]", "bench.replicates=1",
                                       "bench.control_model=mlp", *redirected_paths(tmp_path)])
     parent = tracking.start_pipeline_run(cfg)
     write_fake_jobs(cfg)  # the records take the rule and the log from the environment, as a job's do

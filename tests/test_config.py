@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import CONFIG_DIR, PROJECT_ROOT, project_env, run_snakemake
+from fwbench.bench.grid import bench_frameworks, bench_only_frameworks, bench_schedule
 from fwbench.config import compose_config, experiment_grid, run_dir
 from fwbench.errors import ConfigError
 
@@ -25,6 +26,8 @@ BAD_OVERRIDES = [
     (["trainer.optimizer=rmsprop"], "trainer.optimizer='rmsprop'", "adam, sgd"),
     (["experiment.models=[mlp,vgg]"], "experiment.models='vgg'", "convnet, lenet, linear, mlp"),
     (["experiment.frameworks=[tf,mxnet]"], "experiment.frameworks='mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
+    (["bench.frameworks=[tf,mxnet]"], "bench.frameworks='mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
+    (["bench.frameworks=[]"], "bench.frameworks is empty", "null for experiment.frameworks"),
     (["colour=blue"], "unknown override key 'colour'", "top-level keys"),
     (["trainer.lrate=0.1"], "unknown override key 'trainer.lrate'", "top-level keys"),
     (["tracking.system_metrics_interval_s=0"], "tracking.system_metrics_interval_s=0", "a number > 0"),
@@ -63,6 +66,10 @@ def test_arms_experiment_is_the_default_grid_with_four_arms():
     default, arms = compose_config(CONFIG_DIR), compose_config(CONFIG_DIR, ["experiment=arms"])
     assert list(arms.experiment.frameworks) == ["tf", "tf_native", "torch", "jax"]
     assert len(experiment_grid(arms)) == 48
+    # The same bench as default's: default benches the four arms and trains tf and torch.
+    assert bench_frameworks(arms) == bench_frameworks(default) == list(arms.experiment.frameworks)
+    assert bench_only_frameworks(default) == ["tf_native", "jax"] and bench_only_frameworks(arms) == []
+    assert bench_schedule(arms) == bench_schedule(default)
     # Everything but the name and the arms is the default's: the same models, seeds and recipes.
     for key in ("models", "seeds", "model_trainer"):
         assert arms.experiment[key] == default.experiment[key]

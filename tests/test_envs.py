@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import CONFIG_DIR, PROJECT_ROOT, redirected_paths, run_snakemake
+from fwbench.bench.grid import all_frameworks
 from fwbench.config import compose_config
 
 ENVS_DIR = PROJECT_ROOT / "envs"
@@ -148,5 +149,5 @@ def test_every_job_of_the_dag_resolves_its_env_file(stand_in_conda, tmp_path, ex
     env_files = {Path(row[0]) for row in fields if row[0].endswith(".yaml")}
     # Every wildcard value (each arm of the experiment) resolved to a file that exists.
     cfg = compose_config(CONFIG_DIR, [f"experiment={experiment}"])
-    expected = {f"{framework}.yaml" for framework in cfg.experiment.frameworks} | {"report.yaml"}
+    expected = {f"{framework}.yaml" for framework in all_frameworks(cfg)} | {"report.yaml"}
     assert {path.resolve() for path in env_files} == {(ENVS_DIR / name).resolve() for name in expected}

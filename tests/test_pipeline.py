@@ -27,10 +27,13 @@ def test_default_dry_run_lists_the_whole_grid(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["download"] == 1
     assert counts["preprocess"] == 1
-    assert counts["train"] == 24  # 4 models x 2 arms x 3 seeds
+    assert counts["train"] == 24  # 4 models x 2 arms (tf, torch) x 3 seeds
     assert counts["evaluate"] == 24
-    # 4 models x 5 modes (tf 3, torch 2) x 3 replicates, and a fourth process of each A/A control variant.
-    assert counts["bench"] == 62
+    # Four arms benched: 4 models x 9 modes (tf 3, tf_native 3, torch 2, jax 1) x 3 replicates, and a
+    # fourth process of each arm's A/A control variant.
+    assert counts["bench"] == 112
+    bench_arms = set(re.findall(r"^\s+wildcards: framework=(\w+), model=\w+, mode=", result.stdout, flags=re.M))
+    assert bench_arms == {"tf", "tf_native", "torch", "jax"}
     assert counts["report"] == 1
 
 

@@ -149,3 +149,13 @@ def test_steady_controls_put_no_warning_in_the_report(tmp_path):
     warning, controls = report_sections(tmp_path, steady)
     assert warning is None
     assert {row[-1] for row in controls.tables[0].rows} <= {"no meaningful difference", "inconclusive"}
+
+
+def test_arms_benched_but_not_trained_are_named_where_their_rows_are_missing():
+    """default benches tf_native and jax without training them: the accuracy and export tables say so."""
+    from fwbench.reporting.build import export_section, untrained_note
+
+    assert untrained_note([]) == []
+    (note,) = untrained_note(["tf_native", "jax"])
+    assert note.startswith("Benched here but not trained: TensorFlow (native), JAX (Flax)")
+    assert note in export_section(None, ["mlp"], ["tf_native", "jax"]).paragraphs

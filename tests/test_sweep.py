@@ -233,7 +233,7 @@ def test_a_small_sweep_end_to_end(tmp_path):
     from conftest import redirected_paths
 
     overrides = " ".join([
-        "dataset=digits", "bench=smoke", "experiment.frameworks=[torch]", "experiment.models=[mlp]",
+        "dataset=digits", "bench=smoke", "experiment.frameworks=[torch]", "bench.frameworks=[torch]", "experiment.models=[mlp]",
         "experiment.seeds=[0]", "trainer.epochs=1", "bench.batch_sizes=[32,128]", "bench.threads=[1,2]",
         "bench.control_model=mlp", "trainer.eval_batch_size=64", *redirected_paths(tmp_path),
     ])

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, check_mode, check_settings
+from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, bench_frameworks, check_mode, check_settings
 from fwbench.errors import ConfigError
 from fwbench.models.architecture import layer_specs
 
@@ -162,7 +162,12 @@ def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
     for framework, modes in bench.modes.items():
         for mode in modes:
             check_mode(framework, mode)
-    for framework in cfg.experiment.frameworks:
+    listed = bench.get("frameworks")
+    if listed is not None and not listed:
+        raise ConfigError("bench.frameworks is empty: list at least one framework, or null for experiment.frameworks")
+    for framework in listed or []:
+        _check_choice("bench.frameworks", framework, group_options(config_dir, "framework"))
+    for framework in bench_frameworks(cfg):
         if not bench.modes.get(framework):
             raise ConfigError(
                 f"bench.modes.{framework} is empty or missing: list at least one of {', '.join(MODES[framework])}"

@@ -140,16 +140,32 @@ def bench_models(cfg) -> list[str]:
     return list(models) if models is not None else list(cfg.experiment.models)
 
 
+def bench_frameworks(cfg) -> list[str]:
+    """bench.frameworks when set (arms benched but not trained, as in `default`), else experiment.frameworks."""
+    listed = cfg.bench.get("frameworks")
+    return list(listed) if listed is not None else list(cfg.experiment.frameworks)
+
+
+def bench_only_frameworks(cfg) -> list[str]:
+    """The arms benched but not trained: speed and memory rows, no accuracy or export rows."""
+    return [framework for framework in bench_frameworks(cfg) if framework not in cfg.experiment.frameworks]
+
+
+def all_frameworks(cfg) -> list[str]:
+    """Every arm the experiment trains or benches: experiment.frameworks, then the arms only benched."""
+    return [*cfg.experiment.frameworks, *bench_only_frameworks(cfg)]
+
+
 Variant = tuple  # (framework, model, mode, batch size, threads)
 
 
 def bench_grid(cfg) -> list[Variant]:
-    """Every (framework, model, mode, batch size, threads) bench variant: experiment.frameworks x models x
+    """Every (framework, model, mode, batch size, threads) bench variant: bench frameworks x models x
     bench.modes[framework] x batch sizes x thread counts."""
     sizes, counts = batch_sizes(cfg), thread_counts(cfg)
     return [
         (framework, model, mode, batch_size, threads)
-        for framework in cfg.experiment.frameworks
+        for framework in bench_frameworks(cfg)
         for model in bench_models(cfg)
         for mode in cfg.bench.modes[framework]
         for batch_size in sizes
@@ -164,7 +180,7 @@ def control_variants(cfg) -> list[Variant]:
         return []
     return [
         (framework, cfg.bench.control_model, DEFAULT_MODES[framework], *reference_setting(cfg))
-        for framework in cfg.experiment.frameworks
+        for framework in bench_frameworks(cfg)
         if DEFAULT_MODES[framework] in cfg.bench.modes[framework]
     ]
 

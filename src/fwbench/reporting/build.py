@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
 from fwbench import sweep
-from fwbench.bench.grid import control_variants, reference_setting
+from fwbench.bench.grid import all_frameworks, bench_only_frameworks, control_variants, reference_setting
 from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
@@ -130,7 +130,18 @@ def dominant_verdict(counts: dict[str, int]) -> str:
     return ranked[0][0]
 
 
-def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[str], figure_dir: Path) -> Section:
+def untrained_note(bench_only: list[str]) -> list[str]:
+    """The paragraph that says which arms this experiment benches without training them (none: no paragraph)."""
+    if not bench_only:
+        return []
+    names = ", ".join(frameworks.display_name(name) for name in bench_only)
+    return [f"Benched here but not trained: {names} (bench.frameworks); this table has no rows for them. "
+            "Listed in experiment.frameworks they are trained as well: the experiment `arms` is default's grid "
+            "with all four arms trained (make report EXPERIMENT=arms)."]
+
+
+def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[str], figure_dir: Path,
+                     bench_only: list[str]) -> Section:
     rows = []
     for model, framework, group in model_framework_groups(training, models):
         ci = mean_ci(group["test_accuracy"])
@@ -146,7 +157,7 @@ def accuracy_section(training: pd.DataFrame, curves: pd.DataFrame, models: list[
         "accuracy", "Accuracy",
         ["Test accuracy over seeds (mean ± 95 % t half-width; n/a with one seed) and the mean training time "
          "per epoch. Training jobs may run two at a time (one thread each), so epoch times are indicative; "
-         "the speed claims use the bench runs below, which run alone."],
+         "the speed claims use the bench runs below, which run alone.", *untrained_note(bench_only)],
         [Table(["model", "framework", "seeds", "test accuracy %, mean ± 95 % CI", "sd, points",
                 "epoch time s, mean ± 95 % CI", "parameters"], rows)],
         [(figures.accuracy_figure(training, models, figure_dir / FIGURES["accuracy"]), "test accuracy by model"),
@@ -271,9 +282,9 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
     )
 
 
-def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
+def export_section(exports: pd.DataFrame | None, models: list[str], bench_only: list[str]) -> Section:
     if exports is None or exports.empty:
-        return Section("export", "Export and reload", ["Not measured in this run."])
+        return Section("export", "Export and reload", ["Not measured in this run.", *untrained_note(bench_only)])
     rows = []
     for model, framework, group in model_framework_groups(exports, models):
         rows.append([
@@ -285,7 +296,8 @@ def export_section(exports: pd.DataFrame | None, models: list[str]) -> Section:
     return Section(
         "export", "Export and reload",
         ["Each trained model exported to its framework's deployable format, reloaded, and compared with the "
-         "in-memory model (means over seeds; load and first prediction timed in the evaluating process)."],
+         "in-memory model (means over seeds; load and first prediction timed in the evaluating process).",
+         *untrained_note(bench_only)],
         [Table(["model", "framework", "format", "size MB", "load s", "first prediction ms",
                 "same predicted class %", "seeds"], rows)],
     )
@@ -405,6 +417,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         raise DataError(f"the bench table has no rows at the reference setting (batch {reference[0]}, "
                         f"{reference[1]} threads): rerun the bench with this config")
     models = list(cfg.experiment.models)
+    bench_only = bench_only_frameworks(cfg)
     accuracy = training[list(claim_catalogue.ACCURACY_COLUMNS)]
     margins = claim_catalogue.Margins(cfg.claims.speed_margin, cfg.claims.memory_margin, cfg.claims.accuracy_margin)
     confidence = cfg.claims.confidence
@@ -420,17 +433,17 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         *([warning] if warning else []),
         summary_section(claim_results, margins, confidence),
         controls_section(controls, margins),
-        accuracy_section(training, curves, models, figure_dir),
+        accuracy_section(training, curves, models, figure_dir, bench_only),
         time_to_accuracy_section(training, models),
         *bench_sections(bench, figure_dir),
         *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
-        export_section(exports, models),
+        export_section(exports, models, bench_only),
         claim_details_section(claim_results, confidence),
         article_section(config_dir),
         provenance_section(cfg, runs, training, bench_all, tracking_summary(cfg)),
     ]
-    arms = ", ".join(frameworks.display_name(name) for name in cfg.experiment.frameworks)
+    arms = ", ".join(frameworks.display_name(name) for name in all_frameworks(cfg))
     title = f"fwbench: {arms} — {cfg.experiment.name} experiment on {cfg.dataset.name}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
