@@ -73,7 +73,9 @@ DATASET = CFG.dataset.name
 GRID = experiment_grid(CFG)
 
 RAW_DIR = raw_dir(CFG)
-RAW_FILES = [str(RAW_DIR / spec.name) for spec in CFG.dataset.get("files", {}).values()]
+# Synthetic data (dataset.synthetic=true) is made in preprocess from the config alone: nothing to download.
+RAW_FILES = [] if CFG.dataset.get("synthetic") else [
+    str(RAW_DIR / spec.name) for spec in CFG.dataset.get("files", {}).values()]
 PROCESSED_DIR = processed_dir(CFG)
 PROCESSED_MANIFEST = str(PROCESSED_DIR / "manifest.json")
 

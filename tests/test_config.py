@@ -14,7 +14,7 @@ from fwbench.errors import ConfigError
 
 BAD_OVERRIDES = [
     (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, mlp"),
-    (["dataset=cifar"], "unknown dataset 'cifar'", "digits, fashion_mnist, mnist"),
+    (["dataset=cifar"], "unknown dataset 'cifar'", "cifar10, digits, fashion_mnist, imdb, mnist, movielens_100k"),
     (["framework=mxnet"], "unknown framework 'mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
     (["experiment=huge"], "unknown experiment 'huge'", "article, backends, default, smoke"),
     (["trainer.lr=0"], "trainer.lr=0", "a number > 0"),

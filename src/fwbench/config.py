@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, bench_frameworks, check_mode, check_settings
+from fwbench.data.synthetic import split_counts
 from fwbench.errors import ConfigError
 from fwbench.models.architecture import layer_specs
 
@@ -154,6 +155,29 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
     _check_positive_number("tracking.system_metrics_interval_s", cfg.tracking.system_metrics_interval_s)
     _check_bench(cfg, config_dir)
     layer_specs(cfg.model, cfg.dataset.num_classes)  # a bad layer in config/model fails here, not in a job
+    _check_model_inputs(cfg, config_dir)
+    synthetic = cfg.dataset.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise ConfigError(f"dataset.synthetic={synthetic!r} is invalid: accepted are true, false")
+    if synthetic:
+        split_counts(cfg.dataset)  # a dataset without its real split sizes cannot be imitated
+
+
+INPUT_KINDS = ("image", "tokens", "user_item")
+
+
+def _check_model_inputs(cfg: DictConfig, config_dir: Path) -> None:
+    """Every model of the run takes the dataset's kind of input (images, token ids, user-item pairs)."""
+    given = cfg.dataset.get("input", "image")
+    _check_choice(f"dataset {cfg.dataset.name}'s input", given, INPUT_KINDS)
+    names = dict.fromkeys([cfg.model.name, *cfg.experiment.models, *(cfg.bench.get("models") or [])])
+    for name in names:
+        model_input = OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml").get("input", "image")
+        if model_input != given:
+            fitting = [option for option in group_options(config_dir, "model")
+                       if OmegaConf.load(Path(config_dir) / "model" / f"{option}.yaml").get("input", "image") == given]
+            raise ConfigError(f"model {name!r} takes {model_input} input but dataset {cfg.dataset.name!r} gives "
+                              f"{given}: accepted models for it are {', '.join(fitting) or 'none yet'}")
 
 
 def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
@@ -254,7 +278,8 @@ def raw_dir(cfg: DictConfig) -> Path:
 
 
 def processed_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.data) / cfg.dataset.name / "processed"
+    """The preprocessed arrays; synthetic ones (dataset.synthetic=true) apart, never mistaken for the real ones."""
+    return Path(cfg.paths.data) / cfg.dataset.name / ("synthetic" if cfg.dataset.get("synthetic") else "processed")
 
 
 def report_dir(cfg: DictConfig) -> Path:

@@ -1,7 +1,8 @@
 """Turn raw dataset files into the arrays both frameworks train on, plus a manifest.
 
-Every dataset ends up the same way: float32 images in [0, 1] shaped (N, 28, 28, 1)
-(NHWC), int64 labels, and a train/val/test split fixed by a seed. Doing this once,
+Every dataset ends up the same way: inputs (float32 images in [0, 1], NHWC, such as
+(N, 28, 28, 1); int32 token ids for IMDB; int32 (user, item) rows for MovieLens),
+int64 labels, and a train/val/test split fixed by a seed. Doing this once,
 outside either framework, guarantees TensorFlow and PyTorch see identical bytes;
 the manifest's SHA-256 per array lets every later step prove that.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fwbench.data import cifar10, imdb, movielens, synthetic
 from fwbench.data.idx import read_idx
 from fwbench.errors import ConfigError, DataError
 
@@ -26,7 +28,7 @@ PIXEL_MAX = 255
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
 IDX_FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-SOURCES = ("idx", "sklearn_digits")
+SOURCES = ("idx", "sklearn_digits", "cifar10_binary", "aclimdb", "movielens_100k")
 DIGITS_SIDE = 8
 DIGITS_MAX = 16  # sklearn's digits count ink pixels in 4x4 blocks: values 0..16
 DIGITS_UPSCALE = IMAGE_SIDE // DIGITS_SIDE  # 3: the largest integer factor that fits, 8x8 -> 24x24
@@ -37,32 +39,55 @@ HASH_CHUNK_BYTES = 1 << 20
 
 def preprocess(dataset_cfg, raw_dir: Path, out_dir: Path, val_size: int, seed: int) -> dict:
     """Write x/y arrays for train, val and test plus manifest.json into out_dir; return the manifest."""
-    source = str(dataset_cfg.get("source", "idx"))
     num_classes = int(dataset_cfg["num_classes"])
     class_names = [str(name) for name in dataset_cfg.get("class_names") or []]
     if class_names and len(class_names) != num_classes:
         raise ConfigError(f"dataset has {len(class_names)} class_names but num_classes={num_classes}; they must match")
-    if source == "idx":
-        (x_train, y_train), (x_test, y_test) = _load_idx(dataset_cfg, Path(raw_dir))
-    elif source == "sklearn_digits":
-        (x_train, y_train), (x_test, y_test) = _load_digits(int(dataset_cfg["test_size"]), seed)
+    if dataset_cfg.get("synthetic"):
+        arrays, source_info = synthetic.make(dataset_cfg, seed)
     else:
-        raise ConfigError(f"dataset source '{source}' is unknown; accepted: {', '.join(SOURCES)}")
-    _check_labels("train", y_train, num_classes)
-    _check_labels("test", y_test, num_classes)
-    (x_train, y_train), (x_val, y_val) = split_validation(x_train, y_train, val_size, seed)
-    arrays = {}
-    for split, x, y in (("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)):
-        arrays[f"x_{split}"] = _to_nhwc_float(x)
-        arrays[f"y_{split}"] = y.astype(np.int64)
+        arrays, source_info = load_source(dataset_cfg, Path(raw_dir), seed)
+    _check_labels("train", arrays["y_train"], num_classes)
+    _check_labels("test", arrays["y_test"], num_classes)
+    (arrays["x_train"], arrays["y_train"]), (arrays["x_val"], arrays["y_val"]) = split_validation(
+        arrays["x_train"], arrays["y_train"], val_size, seed)
     info = {
         "dataset": str(dataset_cfg["name"]),
         "num_classes": num_classes,
         "class_names": class_names,
         "seed": int(seed),
         "val_size": int(val_size),
+        **source_info,
     }
     return _write_atomically(Path(out_dir), arrays, info)
+
+
+def load_source(dataset_cfg, raw_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """The train and test arrays of dataset_cfg.source in their final dtypes (with any arrays beside them, such
+    as IMDB's vocabulary), and what the manifest records about them. Images are float32 NHWC in [0, 1]."""
+    source = str(dataset_cfg.get("source", "idx"))
+    if source == "idx":
+        return _image_arrays(dataset_cfg, _load_idx(dataset_cfg, raw_dir), grey=True), {}
+    if source == "sklearn_digits":
+        return _image_arrays(dataset_cfg, _load_digits(int(dataset_cfg["test_size"]), seed), grey=True), {}
+    if source == "cifar10_binary":
+        return _image_arrays(dataset_cfg, cifar10.load(dataset_cfg, raw_dir), grey=False), {}
+    if source == "aclimdb":
+        return imdb.load(dataset_cfg, raw_dir)
+    if source == "movielens_100k":
+        return movielens.load(dataset_cfg, raw_dir, seed)
+    raise ConfigError(f"dataset source '{source}' is unknown; accepted: {', '.join(SOURCES)}")
+
+
+def _image_arrays(dataset_cfg, splits, grey: bool) -> dict[str, np.ndarray]:
+    """x/y of the train and test splits, counts checked against the config; grey uint8 (N, H, W) become
+    float32 (N, H, W, 1) in [0, 1] (colour images come in that form already)."""
+    arrays = {}
+    for split, (images, labels) in zip(("train", "test"), splits):
+        _check_counts(split, len(images), len(labels), dataset_cfg.get(f"{split}_count"))
+        arrays[f"x_{split}"] = _to_nhwc_float(images) if grey else images
+        arrays[f"y_{split}"] = labels.astype(np.int64)
+    return arrays
 
 
 def load_split(processed_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +141,6 @@ def _load_idx(dataset_cfg, raw_dir: Path):
     for split in ("train", "test"):
         images = _read_idx_file(raw_dir, files[f"{split}_images"], (None, IMAGE_SIDE, IMAGE_SIDE))
         labels = _read_idx_file(raw_dir, files[f"{split}_labels"], (None,))
-        _check_counts(split, len(images), len(labels), dataset_cfg.get(f"{split}_count"))
         splits.append((images, labels))
     return splits
 
