@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
 from fwbench import sweep
-from fwbench.bench.grid import all_frameworks, bench_only_frameworks, control_variants, reference_setting
+from fwbench.bench.grid import all_frameworks, bench_models, bench_only_frameworks, control_variants, reference_setting
 from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
@@ -196,15 +196,25 @@ def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
     return fmt(100 * cv, 1) if math.isfinite(cv) else "n/a"
 
 
-def variant_groups(bench: pd.DataFrame):
-    return bench.groupby(["model", "framework", "mode"], sort=False)
+def variant_groups(bench: pd.DataFrame, models: list[str]):
+    """((model, framework, mode), rows) per variant in report order: the experiment's models, then the registry's
+    frameworks, then each framework's modes (the table itself is in the schedule's shuffled order)."""
+    def report_order(key):
+        model, framework, mode = key
+        framework_modes = frameworks.FRAMEWORKS[framework].modes
+        return (models.index(model) if model in models else len(models), list(frameworks.FRAMEWORKS).index(framework),
+                framework_modes.index(mode) if mode in framework_modes else len(framework_modes), mode)
+
+    groups = dict(list(bench.groupby(["model", "framework", "mode"], sort=False)))
+    return [(key, groups[key]) for key in sorted(groups, key=report_order)]
 
 
-def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], within: bool) -> list[list[str]]:
+def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], within: bool,
+                      models: list[str]) -> list[list[str]]:
     """One row per variant: processes, then per metric its mean [95 % CI over processes] and between-process
     CV, and (for metrics measured per window) the within-process CV."""
     rows = []
-    for (model, framework, mode), group in variant_groups(bench):
+    for (model, framework, mode), group in variant_groups(bench, models):
         cells = [model, frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
             cells += [over_processes_cell(group, metric, digits), cv_percent(process_means(group, metric))]
@@ -219,7 +229,7 @@ BENCH_TEXT = ("Every number is the mean over the variant's processes (each proce
               "new process moves), 'within CV' the mean CV of the windows inside one process.")
 
 
-def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section]:
+def bench_sections(bench: pd.DataFrame | None, figure_dir: Path, models: list[str]) -> list[Section]:
     specs = [
         ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)], True,
          ["samples/s, mean [95 % CI]"], "train_samples_per_s", "training throughput (samples/s)", False,
@@ -254,7 +264,7 @@ def bench_sections(bench: pd.DataFrame | None, figure_dir: Path) -> list[Section
         header = ["model", "framework", "mode", "processes"]
         for (metric, _), name in zip(metrics, headers):
             header += [name, "between CV %"] + (["within CV %"] if within else [])
-        rows = bench_metric_rows(bench, metrics, within)
+        rows = bench_metric_rows(bench, metrics, within, models)
         sections.append(Section(anchor, title, [text, BENCH_TEXT], [Table(header, rows)], [(figure, title)]))
     return sections
 
@@ -435,7 +445,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         controls_section(controls, margins),
         accuracy_section(training, curves, models, figure_dir, bench_only),
         time_to_accuracy_section(training, models),
-        *bench_sections(bench, figure_dir),
+        *bench_sections(bench, figure_dir, bench_models(cfg)),
         *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
         export_section(exports, models, bench_only),
