@@ -22,6 +22,7 @@ from fwbench.config import (  # noqa: E402
     run_dir,
 )
 from fwbench.bench.grid import AUTO_THREADS, all_frameworks, check_settings, thread_counts  # noqa: E402
+from fwbench.data.download import dataset_files  # noqa: E402
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
 from fwbench.tracking.runs import parent_run_file  # noqa: E402
@@ -73,9 +74,7 @@ DATASET = CFG.dataset.name
 GRID = experiment_grid(CFG)
 
 RAW_DIR = raw_dir(CFG)
-# Synthetic data (dataset.synthetic=true) is made in preprocess from the config alone: nothing to download.
-RAW_FILES = [] if CFG.dataset.get("synthetic") else [
-    str(RAW_DIR / spec.name) for spec in CFG.dataset.get("files", {}).values()]
+RAW_FILES = [str(RAW_DIR / spec.name) for spec in dataset_files(CFG.dataset)]
 PROCESSED_DIR = processed_dir(CFG)
 PROCESSED_MANIFEST = str(PROCESSED_DIR / "manifest.json")
 

@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, bench_frameworks, check_mode, check_settings
-from fwbench.data.synthetic import split_counts
+from fwbench.data.synthetic import INPUT_KINDS, split_counts
 from fwbench.errors import ConfigError
 from fwbench.models.architecture import layer_specs
 
@@ -163,7 +163,9 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         split_counts(cfg.dataset)  # a dataset without its real split sizes cannot be imitated
 
 
-INPUT_KINDS = ("image", "tokens", "user_item")
+def _model_input(config_dir: Path, name: str) -> str:
+    """The input kind config/model/<name>.yaml takes (image when it does not say)."""
+    return OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml").get("input", "image")
 
 
 def _check_model_inputs(cfg: DictConfig, config_dir: Path) -> None:
@@ -172,10 +174,10 @@ def _check_model_inputs(cfg: DictConfig, config_dir: Path) -> None:
     _check_choice(f"dataset {cfg.dataset.name}'s input", given, INPUT_KINDS)
     names = dict.fromkeys([cfg.model.name, *cfg.experiment.models, *(cfg.bench.get("models") or [])])
     for name in names:
-        model_input = OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml").get("input", "image")
+        model_input = _model_input(config_dir, name)
         if model_input != given:
             fitting = [option for option in group_options(config_dir, "model")
-                       if OmegaConf.load(Path(config_dir) / "model" / f"{option}.yaml").get("input", "image") == given]
+                       if _model_input(config_dir, option) == given]
             raise ConfigError(f"model {name!r} takes {model_input} input but dataset {cfg.dataset.name!r} gives "
                               f"{given}: accepted models for it are {', '.join(fitting) or 'none yet'}")
 

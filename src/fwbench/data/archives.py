@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fwbench.errors import DataError
@@ -26,12 +26,13 @@ def raw_archive(raw_dir: Path, dataset_cfg, key: str) -> Path:
     return path
 
 
-def tar_members(path: Path, expected: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every regular file in a .tar.gz, in archive order, streamed (the archive is not unpacked)."""
+def tar_members(path: Path, expected: str, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every regular file in a .tar.gz whose name is `wanted`, in archive order, streamed (the
+    archive is not unpacked, and the other members are skipped, never read into memory)."""
     try:
         with tarfile.open(path, mode="r:gz") as archive:
             for member in archive:
-                if member.isfile():
+                if member.isfile() and wanted(member.name):
                     yield member.name, archive.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as error:
         raise DataError(f"{path}: not a readable gzip-compressed tar archive ({one_line(error)}); "

@@ -29,7 +29,7 @@ EXPECTED = f"the CIFAR-10 binary tarball ({', '.join((*TRAIN_BATCHES, TEST_BATCH
 def load(dataset_cfg, raw_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """((x_train, y_train), (x_test, y_test)): float32 (N, 32, 32, 3) in [0, 1] and int64 labels."""
     path = raw_archive(raw_dir, dataset_cfg, "archive")
-    batches = {name: data for name, data in tar_members(path, EXPECTED) if name in (*TRAIN_BATCHES, TEST_BATCH)}
+    batches = dict(tar_members(path, EXPECTED, wanted=lambda name: name in (*TRAIN_BATCHES, TEST_BATCH)))
     missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in batches]
     if missing:
         raise DataError(f"{path}: has no member {missing[0]}; expected {EXPECTED}")

@@ -92,12 +92,19 @@ def download_file(
     raise DownloadError(f"no mirror delivered a verified {filename}: " + "; ".join(failures) + "; " + LOCAL_MIRROR_HINT)
 
 
+def dataset_files(dataset_cfg) -> list:
+    """The file specs (name, sha256) a dataset downloads: none for digits, none when synthetic (made in preprocess)."""
+    if dataset_cfg.get("synthetic"):
+        return []
+    return list((dataset_cfg.get("files") or {}).values())
+
+
 def download_dataset(dataset_cfg, dest_dir: Path) -> list[Path]:
-    """Download every file named in dataset_cfg.files; a dataset without files (digits) yields []."""
+    """Download every file of dataset_files; a dataset without any (digits, synthetic data) yields []."""
     mirrors = [str(m) for m in dataset_cfg.get("mirrors") or []]
     verify = str(dataset_cfg.get("verify", "archive"))
     paths = []
-    for spec in (dataset_cfg.get("files") or {}).values():
+    for spec in dataset_files(dataset_cfg):
         paths.append(download_file(str(spec["name"]), mirrors, Path(dest_dir), str(spec["sha256"]), verify))
     return paths
 

@@ -59,11 +59,9 @@ def load(dataset_cfg, raw_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
 def read_reviews(path: Path) -> dict[str, list[tuple[list[str], int]]]:
     """(tokens, label) of every labelled review per split, in member-name order (the archive's own order may vary)."""
     found = {split: [] for split in SPLIT_NAMES}
-    for name, data in tar_members(path, EXPECTED):
-        match = MEMBER.match(name)
-        if match:
-            split, label = match.groups()
-            found[split].append((name, tokenize(data.decode("utf-8", errors="replace")), LABELS[label]))
+    for name, data in tar_members(path, EXPECTED, wanted=MEMBER.match):
+        split, label = MEMBER.match(name).groups()
+        found[split].append((name, tokenize(data.decode("utf-8", errors="replace")), LABELS[label]))
     for split in SPLIT_NAMES:
         labels = {label for _, _, label in found[split]}
         missing = [folder for folder, label in LABELS.items() if label not in labels]

@@ -14,9 +14,6 @@ log = logging.getLogger(__name__)
 
 
 def download_step(cfg: DictConfig) -> None:
-    if cfg.dataset.get("synthetic"):
-        log.info("dataset.synthetic=true: nothing to download")
-        return
     paths = download_dataset(cfg.dataset, raw_dir(cfg))
     log.info("%d verified file(s) in %s", len(paths), raw_dir(cfg))
 

@@ -14,6 +14,9 @@ import numpy as np
 
 from fwbench.errors import ConfigError
 
+# What a dataset gives and a model takes (`input:` in config/dataset and config/model).
+INPUT_KINDS = ("image", "tokens", "user_item")
+
 
 def make(dataset_cfg, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     """x/y of the train and test splits as the real preprocess would shape them, before the validation split."""
@@ -51,4 +54,4 @@ def inputs(dataset_cfg, kind: str, count: int, rng: np.random.Generator) -> np.n
         users = rng.integers(0, int(dataset_cfg.num_users), count, dtype=np.int32)
         items = rng.integers(0, int(dataset_cfg.num_items), count, dtype=np.int32)
         return np.stack([users, items], axis=1)
-    raise ConfigError(f"dataset {dataset_cfg.name!r} has input {kind!r}: accepted are image, tokens, user_item")
+    raise ConfigError(f"dataset {dataset_cfg.name!r} has input {kind!r}: accepted are {', '.join(INPUT_KINDS)}")

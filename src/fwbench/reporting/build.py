@@ -199,14 +199,13 @@ def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
 def variant_groups(bench: pd.DataFrame, models: list[str]):
     """((model, framework, mode), rows) per variant in report order: the experiment's models, then the registry's
     frameworks, then each framework's modes (the table itself is in the schedule's shuffled order)."""
-    def report_order(key):
-        model, framework, mode = key
-        framework_modes = frameworks.FRAMEWORKS[framework].modes
-        return (models.index(model) if model in models else len(models), list(frameworks.FRAMEWORKS).index(framework),
-                framework_modes.index(mode) if mode in framework_modes else len(framework_modes), mode)
+    arms = list(frameworks.FRAMEWORKS)
 
-    groups = dict(list(bench.groupby(["model", "framework", "mode"], sort=False)))
-    return [(key, groups[key]) for key in sorted(groups, key=report_order)]
+    def report_order(item):
+        model, framework, mode = item[0]
+        return models.index(model), arms.index(framework), frameworks.FRAMEWORKS[framework].modes.index(mode)
+
+    return sorted(bench.groupby(["model", "framework", "mode"], sort=False), key=report_order)
 
 
 def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], within: bool,
