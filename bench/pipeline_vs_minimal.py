@@ -108,9 +108,9 @@ def minimal_torch(model, optimizer, x, y, batch_size: int, device):
     import torch
     import torch.nn.functional as F
 
-    from fwbench.frameworks.torch import to_nchw
+    from fwbench.frameworks.torch import to_torch
 
-    inputs, labels = to_nchw(x, device), torch.from_numpy(y).to(device)
+    inputs, labels = to_torch(x, device), torch.from_numpy(y).to(device)
 
     def run(ends=None):
         model.train()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -15,11 +16,33 @@ SCRIPTS_DIR = PROJECT_ROOT / "scripts"
 BIN_DIR = Path(sys.executable).parent
 
 
-def model_config(name: str):
-    """The model group `name` as the pipeline composes it (config/model/<name>.yaml)."""
+# The dataset each model is tested with where it needs another input than Fashion-MNIST's images.
+MODEL_DATASETS = {"resnet18": "cifar10", "transformer": "imdb", "lstm": "imdb", "ncf": "movielens_100k"}
+
+
+def model_and_dataset(name: str):
+    """The model group `name` (config/model/<name>.yaml) and its dataset (MODEL_DATASETS, else
+    fashion_mnist), composed as the pipeline composes them."""
     from fwbench.config import compose_config
 
-    return compose_config(CONFIG_DIR, [f"model={name}"]).model
+    dataset = MODEL_DATASETS.get(name, "fashion_mnist")
+    cfg = compose_config(CONFIG_DIR, [f"model={name}", f"dataset={dataset}", f"experiment.models=[{name}]",
+                                      "bench.frameworks=null"])
+    return cfg.model, cfg.dataset
+
+
+def model_config(name: str):
+    """The model group `name` as the pipeline composes it (config/model/<name>.yaml)."""
+    return model_and_dataset(name)[0]
+
+
+def model_inputs(name: str, batch: int, seed: int = 0):
+    """(model config, input shape, class count, a batch of inputs in the model's dtype and ranges)."""
+    from fwbench.data.synthetic import inputs, sample_shape
+
+    model_cfg, dataset_cfg = model_and_dataset(name)
+    sample = inputs(dataset_cfg, str(dataset_cfg.get("input", "image")), batch, np.random.default_rng(seed))
+    return model_cfg, sample_shape(dataset_cfg), int(dataset_cfg.num_classes), sample
 
 
 def project_env() -> dict[str, str]:

@@ -13,7 +13,7 @@ from fwbench.config import compose_config, experiment_grid, run_dir
 from fwbench.errors import ConfigError
 
 BAD_OVERRIDES = [
-    (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, mlp"),
+    (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, lstm, mlp, ncf, resnet18, transformer"),
     (["dataset=cifar"], "unknown dataset 'cifar'", "cifar10, digits, fashion_mnist, imdb, mnist, movielens_100k"),
     (["framework=mxnet"], "unknown framework 'mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
     (["experiment=huge"], "unknown experiment 'huge'", "article, backends, default, smoke"),
@@ -24,7 +24,7 @@ BAD_OVERRIDES = [
     (["trainer.epochs=0"], "trainer.epochs=0", "an integer > 0"),
     (["trainer.epochs=2.5"], "trainer.epochs=2.5", "an integer > 0"),
     (["trainer.optimizer=rmsprop"], "trainer.optimizer='rmsprop'", "adam, sgd"),
-    (["experiment.models=[mlp,vgg]"], "experiment.models='vgg'", "convnet, lenet, linear, mlp"),
+    (["experiment.models=[mlp,vgg]"], "experiment.models='vgg'", "convnet, lenet, linear, lstm, mlp, ncf, resnet18, transformer"),
     (["experiment.frameworks=[tf,mxnet]"], "experiment.frameworks='mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
     (["bench.frameworks=[tf,mxnet]"], "bench.frameworks='mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
     (["bench.frameworks=[]"], "bench.frameworks is empty", "null for experiment.frameworks"),

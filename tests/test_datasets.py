@@ -241,9 +241,26 @@ def test_movielens_rejects_an_id_beyond_the_configured_count(tmp_path):
 
 def test_a_model_that_does_not_take_the_datasets_input_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="model 'mlp' takes image input but dataset 'imdb' gives tokens: "
-                                          "accepted models for it are none yet"):
+                                          "accepted models for it are lstm, transformer"):
         compose_config(CONFIG_DIR, ["dataset=imdb", "model=mlp"])
     assert compose_config(CONFIG_DIR, ["dataset=cifar10", "model=convnet"]).dataset.input == "image"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dataset=imdb", "model=lstm", "dataset.vocab_size=5000"],
+     "model 'lstm' has vocab=20000 but dataset 'imdb' has vocab_size=5000: accepted is vocab=5000 "
+     "(config/model/lstm.yaml)"),
+    (["dataset=movielens_100k", "model=ncf", "dataset.num_items=1000"],
+     "model 'ncf' has items=1682 but dataset 'movielens_100k' has num_items=1000: accepted is items=1000"),
+    (["dataset=cifar10", "model=lenet", "dataset.input_shape=[6,6,3]"],
+     "model 'lenet' cannot take the inputs of dataset 'cifar10', shape (6, 6, 3): its Conv layer's output would "
+     "be (0, 0, 16)"),
+])
+def test_a_model_whose_sizes_do_not_fit_the_dataset_is_refused_when_composed(overrides, message):
+    model = overrides[1].split("=")[1]
+    with pytest.raises(ConfigError) as caught:
+        compose_config(CONFIG_DIR, [*overrides, f"experiment.models=[{model}]"])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------- synthetic data

@@ -16,9 +16,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from fwbench.bench.grid import INFER_BATCH_CHOICES, MODES, PRECISIONS, bench_frameworks, check_mode, check_settings
-from fwbench.data.synthetic import INPUT_KINDS, split_counts
+from fwbench.data.synthetic import INPUT_KINDS, sample_shape, split_counts
 from fwbench.errors import ConfigError
-from fwbench.models.architecture import layer_specs
+from fwbench.models.architecture import NCF, Embedding, layer_shapes, layer_specs
 
 OPTIMIZERS = ("adam", "sgd")
 # The --config key that carries space-separated Hydra overrides.
@@ -180,6 +180,26 @@ def _check_model_inputs(cfg: DictConfig, config_dir: Path) -> None:
                        if _model_input(config_dir, option) == given]
             raise ConfigError(f"model {name!r} takes {model_input} input but dataset {cfg.dataset.name!r} gives "
                               f"{given}: accepted models for it are {', '.join(fitting) or 'none yet'}")
+        _check_model_fits_dataset(OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml"), cfg.dataset)
+
+
+# A model's size that must equal its dataset's: (layer kind, the layer's field, the dataset's key).
+SIZES_FROM_DATASET = ((Embedding, "vocab", "vocab_size"), (NCF, "users", "num_users"), (NCF, "items", "num_items"))
+
+
+def _check_model_fits_dataset(model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
+    """Embedding tables as large as the dataset's ids, and every layer's output of positive size."""
+    layers = layer_shapes(model_cfg, sample_shape(dataset_cfg), dataset_cfg.num_classes)
+    for layer, _, out_shape in layers:
+        for kind, field, key in SIZES_FROM_DATASET:
+            if isinstance(layer, kind) and getattr(layer, field) != dataset_cfg[key]:
+                raise ConfigError(f"model {model_cfg.name!r} has {field}={getattr(layer, field)} but dataset "
+                                  f"{dataset_cfg.name!r} has {key}={dataset_cfg[key]}: accepted is "
+                                  f"{field}={dataset_cfg[key]} (config/model/{model_cfg.name}.yaml)")
+        if min(out_shape) < 1:
+            raise ConfigError(f"model {model_cfg.name!r} cannot take the inputs of dataset {dataset_cfg.name!r}, shape "
+                              f"{sample_shape(dataset_cfg)}: its {type(layer).__name__} layer's output would be "
+                              f"{out_shape}; accepted are datasets with larger inputs")
 
 
 def _check_bench(cfg: DictConfig, config_dir: Path) -> None:

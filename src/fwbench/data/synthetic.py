@@ -44,14 +44,24 @@ def split_counts(dataset_cfg) -> dict[str, int]:
     return {"train": int(dataset_cfg.train_count), "test": int(dataset_cfg.test_count)}
 
 
-def inputs(dataset_cfg, kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
+def sample_shape(dataset_cfg) -> tuple[int, ...]:
+    """The shape of one input row: an image's (height, width, channels), a review's (tokens,), a (user, item) pair."""
+    kind = str(dataset_cfg.get("input", "image"))
     if kind == "image":
-        shape = tuple(int(dim) for dim in dataset_cfg.input_shape)
+        return tuple(int(dim) for dim in dataset_cfg.input_shape)
+    if kind == "tokens":
+        return (int(dataset_cfg.sequence_length),)
+    if kind == "user_item":
+        return (2,)
+    raise ConfigError(f"dataset {dataset_cfg.name!r} has input {kind!r}: accepted are {', '.join(INPUT_KINDS)}")
+
+
+def inputs(dataset_cfg, kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    shape = sample_shape(dataset_cfg)
+    if kind == "image":
         return rng.random((count, *shape), dtype=np.float32)
     if kind == "tokens":
-        return rng.integers(0, int(dataset_cfg.vocab_size), (count, int(dataset_cfg.sequence_length)), dtype=np.int32)
-    if kind == "user_item":
-        users = rng.integers(0, int(dataset_cfg.num_users), count, dtype=np.int32)
-        items = rng.integers(0, int(dataset_cfg.num_items), count, dtype=np.int32)
-        return np.stack([users, items], axis=1)
-    raise ConfigError(f"dataset {dataset_cfg.name!r} has input {kind!r}: accepted are {', '.join(INPUT_KINDS)}")
+        return rng.integers(0, int(dataset_cfg.vocab_size), (count, *shape), dtype=np.int32)
+    users = rng.integers(0, int(dataset_cfg.num_users), count, dtype=np.int32)
+    items = rng.integers(0, int(dataset_cfg.num_items), count, dtype=np.int32)
+    return np.stack([users, items], axis=1)

@@ -16,7 +16,10 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from fwbench.models.architecture import Conv, Dense, Dropout, Flatten, Layer, MaxPool, layer_specs
+from fwbench.models.architecture import (
+    LSTM, NCF, Conv, ConvBN, Dense, Dropout, Embedding, Encoder, Flatten, GlobalAvgPool, Layer, MaxPool, Residual,
+    has_projection_shortcut, input_dtype, layer_shapes,
+)
 
 MODEL_FILE = "model.keras"
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -25,31 +28,140 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 # ---------------------------------------------------------------- model
 
 
-def keras_layer(layer: Layer) -> keras.layers.Layer:
-    """Translate one spec into the equivalent Keras layer."""
+@keras.saving.register_keras_serializable(package="fwbench")
+class PositionEmbedding(keras.layers.Layer):
+    """A learned vector per position, added to the token embeddings (Keras has no such layer)."""
+
+    def __init__(self, length: int, dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.length, self.dim = length, dim
+
+    def build(self, input_shape) -> None:
+        # Keras' Embedding initialiser: uniform in [-0.05, 0.05].
+        self.embeddings = self.add_weight(shape=(self.length, self.dim), initializer="uniform", name="embeddings")
+
+    def call(self, x):
+        return x + self.embeddings
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "length": self.length, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="fwbench")
+class NeuMF(keras.layers.Layer):
+    """architecture.NCF: (N, 2) (user, item) indices to the GMF and MLP towers' outputs, concatenated."""
+
+    def __init__(self, users: int, items: int, gmf_dim: int, mlp: list[int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.users, self.items, self.gmf_dim, self.mlp = users, items, gmf_dim, list(mlp)
+        self.gmf_users = keras.layers.Embedding(users, gmf_dim)
+        self.gmf_items = keras.layers.Embedding(items, gmf_dim)
+        self.mlp_users = keras.layers.Embedding(users, self.mlp[0] // 2)
+        self.mlp_items = keras.layers.Embedding(items, self.mlp[0] // 2)
+        self.tower = [keras.layers.Dense(units, activation="relu") for units in self.mlp[1:]]
+
+    def call(self, x):
+        users, items = x[:, 0], x[:, 1]
+        gmf = self.gmf_users(users) * self.gmf_items(items)
+        mlp = keras.ops.concatenate([self.mlp_users(users), self.mlp_items(items)], axis=-1)
+        for dense in self.tower:
+            mlp = dense(mlp)
+        return keras.ops.concatenate([gmf, mlp], axis=-1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "users": self.users, "items": self.items, "gmf_dim": self.gmf_dim,
+                "mlp": self.mlp}
+
+
+def conv(x, filters: int, kernel: int, stride: int, padding: int, use_bias: bool, activation: str | None):
+    """Convolution with `padding` zeros on every side. Keras' "same" pads only after the input when the
+    stride is 2, unlike torch: it is used only where it pads symmetrically (stride 1, odd kernel)."""
+    if stride == 1 and 2 * padding == kernel - 1:
+        mode = "same"
+    else:
+        mode = "valid"
+        if padding:
+            x = keras.layers.ZeroPadding2D(padding)(x)
+    return keras.layers.Conv2D(filters, kernel, strides=stride, padding=mode, use_bias=use_bias,
+                               activation=activation)(x)
+
+
+def conv_bn(x, filters: int, kernel: int, stride: int, spec):
+    """Convolution without bias (kernel // 2 zeros on every side), then batch norm with the spec's constants."""
+    x = conv(x, filters, kernel, stride, kernel // 2, use_bias=False, activation=None)
+    return keras.layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon)(x)
+
+
+def residual(x, layer: Residual, in_shape: tuple[int, ...]):
+    """ResNet's basic block (architecture.Residual)."""
+    body = keras.layers.ReLU()(conv_bn(x, layer.filters, 3, layer.stride, layer))
+    body = conv_bn(body, layer.filters, 3, 1, layer)
+    shortcut = conv_bn(x, layer.filters, 1, layer.stride, layer) if has_projection_shortcut(layer, in_shape) else x
+    return keras.layers.ReLU()(keras.layers.Add()([body, shortcut]))
+
+
+def encoder(x, layer: Encoder, dim: int):
+    """architecture.Encoder: post-norm self-attention and ReLU feed-forward, biases everywhere, no dropout."""
+    attention = keras.layers.MultiHeadAttention(num_heads=layer.heads, key_dim=dim // layer.heads, use_bias=True)
+    x = keras.layers.LayerNormalization(epsilon=layer.epsilon)(keras.layers.Add()([x, attention(x, x)]))
+    feed_forward = keras.layers.Dense(dim)(keras.layers.Dense(layer.ff, activation="relu")(x))
+    return keras.layers.LayerNormalization(epsilon=layer.epsilon)(keras.layers.Add()([x, feed_forward]))
+
+
+def embedding(x, layer: Embedding, length: int):
+    x = keras.layers.Embedding(layer.vocab, layer.dim)(x)
+    return PositionEmbedding(length, layer.dim)(x) if layer.positions else x
+
+
+def apply_layer(layer: Layer, x, in_shape: tuple[int, ...]):
+    """One spec applied to `x` with the equivalent Keras layers."""
     if isinstance(layer, Conv):
-        return keras.layers.Conv2D(layer.filters, layer.kernel, padding="valid", activation="relu")
+        return conv(x, layer.filters, layer.kernel, layer.stride, layer.padding, use_bias=True, activation="relu")
+    if isinstance(layer, ConvBN):
+        return keras.layers.ReLU()(conv_bn(x, layer.filters, layer.kernel, layer.stride, layer))
+    if isinstance(layer, Residual):
+        return residual(x, layer, in_shape)
     if isinstance(layer, MaxPool):
-        return keras.layers.MaxPooling2D(layer.size)
+        return keras.layers.MaxPooling2D(layer.size)(x)
+    if isinstance(layer, GlobalAvgPool):
+        pooling = keras.layers.GlobalAveragePooling2D if len(in_shape) == 3 else keras.layers.GlobalAveragePooling1D
+        return pooling()(x)
     if isinstance(layer, Flatten):
         # Flattens NHWC in (H, W, C) order; PyTorch flattens (C, H, W).
         # The feature order differs, the parameter counts do not.
-        return keras.layers.Flatten()
+        return keras.layers.Flatten()(x)
     if isinstance(layer, Dense):
-        return keras.layers.Dense(layer.units, activation=layer.activation)
+        return keras.layers.Dense(layer.units, activation=layer.activation)(x)
     if isinstance(layer, Dropout):
-        return keras.layers.Dropout(layer.rate)
+        return keras.layers.Dropout(layer.rate)(x)
+    if isinstance(layer, Embedding):
+        return embedding(x, layer, in_shape[0])
+    if isinstance(layer, Encoder):
+        return encoder(x, layer, in_shape[-1])
+    if isinstance(layer, LSTM):
+        # Keras' LSTM: gates i, f, c, o, one bias; the last hidden state (return_sequences=False).
+        return keras.layers.LSTM(layer.units)(x)
+    if isinstance(layer, NCF):
+        return NeuMF(layer.users, layer.items, layer.gmf_dim, list(layer.mlp))(x)
     raise TypeError(f"unsupported layer spec {layer!r}")
 
 
 def build_model(model_cfg, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """The model of `model_cfg` (config/model) for NHWC inputs of `input_shape`, returning logits (the loss applies the softmax).
+    """The model of `model_cfg` (config/model) for inputs of `input_shape` (images NHWC), returning logits
+    (the loss applies the softmax).
 
     Weights use Keras' default initialisers, deliberately not matched to PyTorch's.
     """
-    layers = [keras.Input(shape=tuple(input_shape))]
-    layers += [keras_layer(layer) for layer in layer_specs(model_cfg, num_classes)]
-    return keras.Sequential(layers, name=str(model_cfg.name))
+    inputs = keras.Input(shape=tuple(input_shape), dtype=input_dtype(model_cfg))
+    x = inputs
+    for layer, in_shape, _ in layer_shapes(model_cfg, input_shape, num_classes):
+        x = apply_layer(layer, x, in_shape)
+    return keras.Model(inputs, x, name=str(model_cfg.name))
+
+
+def trainable_parameters(model: keras.Model) -> int:
+    """Trainable parameters, as torch counts them (count_params adds batch norm's moving statistics)."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
 # ---------------------------------------------------------------- training adapter
@@ -99,7 +211,7 @@ class Adapter:
 
     @property
     def parameter_count(self) -> int:
-        return int(self.model.count_params())
+        return trainable_parameters(self.model)
 
     @property
     def device(self) -> str:
@@ -144,7 +256,7 @@ class Adapter:
         # from torch's global generator, which Dropout's unseeded masks also draw from, after `reseed`.
         # A resumed epoch would then get other masks than the uninterrupted run. Build them here, from
         # one untrained evaluation batch, before the epoch reseeds.
-        inputs = np.zeros((1, *self.model.input_shape[1:]), dtype=np.float32)
+        inputs = np.zeros((1, *self.model.input_shape[1:]), dtype=self.model.inputs[0].dtype)
         self.model.test_on_batch(inputs, np.zeros((1,), dtype=np.int64))
 
     def save_model(self, directory: Path) -> Path:

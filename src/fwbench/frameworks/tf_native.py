@@ -7,13 +7,25 @@ update in one step function. The bench modes choose how that step runs:
 eager = a Python function, op by op; graph = `tf.function`; xla =
 `tf.function(jit_compile=True)`. Inference runs through the same wrapper.
 
-Parity with the Keras arm: the same layer spec, Keras' default initialisers
-(Glorot uniform kernels, zero biases), the same loss (sparse softmax cross
-entropy, mean over the batch), and Adam / SGD updates written as Keras
-writes them. Dropout draws stateless masks from (epoch seed, step, layer), so
-a resumed run repeats the masks an uninterrupted one would draw.
+Parity with the Keras arm: the same layer spec (fwbench.models.architecture),
+Keras' default initialisers, the same loss (sparse softmax cross entropy, mean
+over the batch), and Adam / SGD updates written as Keras writes them. Dropout
+draws stateless masks from (epoch seed, step, layer), so a resumed run repeats
+the masks an uninterrupted one would draw.
 
-The trained model is a SavedModel with a `serve` signature (batch size free),
+Initialisers, as Keras' defaults: Glorot uniform kernels with Keras' fans
+(a convolution's times its window; an attention projection's those of d -> d),
+zero biases, the LSTM's recurrent kernel orthogonal and its forget-gate bias
+one (unit_forget_bias), embeddings uniform in [-0.05, 0.05], norm gammas one
+and betas zero, batch norm's moving mean zero and moving variance one.
+
+Batch norm's moving statistics are non-trainable variables, updated by
+assignment inside the step (so inside its tf.function and XLA cluster too) and
+saved in the checkpoint and the SavedModel; the parameter count is of the
+trainable variables only, as Keras' count_params.
+
+The trained model is a SavedModel with a `serve` signature (the model's input
+dtype: float32 images, int32 token ids or (user, item) indices; batch size free),
 which evaluate and export load with `tf.saved_model.load`; the checkpoint is a
 `tf.train.Checkpoint` of the model and the optimizer.
 """
@@ -43,7 +55,24 @@ from fwbench.frameworks.tf_runtime import (  # the runtime half of the interface
     sync,
     tf32_flags,
 )
-from fwbench.models.architecture import Conv, Dense, Dropout, Flatten, MaxPool, layer_shapes
+from fwbench.models.architecture import (
+    LSTM,
+    LSTM_GATES,
+    NCF,
+    Conv,
+    ConvBN,
+    Dense,
+    Dropout,
+    Embedding,
+    Encoder,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Residual,
+    has_projection_shortcut,
+    input_dtype,
+    layer_shapes,
+)
 
 # After tf_runtime, which imports TensorFlow with JAX refused (Keras, which TensorFlow imports, would load it).
 import tensorflow as tf  # noqa: E402
@@ -69,72 +98,399 @@ def version() -> str:
 
 # ---------------------------------------------------------------- model
 
+# A layer draws several initial tensors: the k-th one's op seed is layer index + k * stride,
+# so the first (the only one of conv and dense layers) keeps the op seed the layer index gives it.
+OP_SEED_STRIDE = 1000
+# Keras' Embedding initialiser: uniform in [-0.05, 0.05].
+EMBEDDING_LIMIT = 0.05
 
-def glorot_uniform(shape: tuple[int, ...], fan_in: int, fan_out: int, op_seed: int) -> tf.Tensor:
+
+def keras_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Keras' fan-in and fan-out of a kernel: the last two axes, times the product of the others."""
+    receptive_field = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    return shape[-2] * receptive_field, shape[-1] * receptive_field
+
+
+def glorot_uniform(shape: tuple[int, ...], op_seed: int) -> tf.Tensor:
     """Keras' default kernel initialiser; op seed plus the global seed (configure) make it repeatable."""
+    fan_in, fan_out = keras_fans(shape)
     limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
     return tf.random.uniform(shape, -limit, limit, seed=op_seed)
 
 
+def orthogonal(rows: int, cols: int, op_seed: int) -> tf.Tensor:
+    """Keras' Orthogonal (gain 1): Q of a normal matrix's QR, its signs fixed by R's diagonal."""
+    tall = tf.random.normal((max(rows, cols), min(rows, cols)), seed=op_seed)
+    q, r = tf.linalg.qr(tall)
+    q *= tf.sign(tf.linalg.diag_part(r))
+    return q if rows >= cols else tf.transpose(q)
+
+
+class OpSeeds:
+    """The op seeds of one layer's initial tensors, in the order they are drawn."""
+
+    def __init__(self, index: int) -> None:
+        self.index, self.drawn = index, 0
+
+    def __call__(self) -> int:
+        seed = self.index + self.drawn * OP_SEED_STRIDE
+        self.drawn += 1
+        return seed
+
+
+def embedding_table(rows: int, dim: int, seeds: OpSeeds, name: str) -> tf.Variable:
+    return tf.Variable(tf.random.uniform((rows, dim), -EMBEDDING_LIMIT, EMBEDDING_LIMIT, seed=seeds()), name=name)
+
+
+class Affine(tf.Module):
+    """x @ kernel + bias on the last axis (vectors and sequences alike), then ReLU if asked."""
+
+    def __init__(self, features: int, units: int, seeds: OpSeeds, activation: str | None = None) -> None:
+        super().__init__()
+        self.activation = activation
+        self.kernel = tf.Variable(glorot_uniform((features, units), seeds()), name="kernel")
+        self.bias = tf.Variable(tf.zeros((units,)), name="bias")
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.kernel, self.bias]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        out = tf.matmul(x, self.kernel) + self.bias
+        return tf.nn.relu(out) if self.activation == "relu" else out
+
+
+class Conv2D(tf.Module):
+    """Convolution with `padding` zeros on every side of H and W (symmetric, unlike "SAME" at stride 2),
+    then ReLU if asked."""
+
+    def __init__(self, channels: int, filters: int, kernel: int, stride: int, padding: int, use_bias: bool,
+                 seeds: OpSeeds, activation: str | None = None) -> None:
+        super().__init__()
+        self.stride, self.activation = stride, activation
+        self.padding = "VALID" if padding == 0 else [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+        self.kernel = tf.Variable(glorot_uniform((kernel, kernel, channels, filters), seeds()), name="kernel")
+        self.bias = tf.Variable(tf.zeros((filters,)), name="bias") if use_bias else None
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.kernel] if self.bias is None else [self.kernel, self.bias]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        out = tf.nn.conv2d(x, self.kernel, strides=self.stride, padding=self.padding)
+        if self.bias is not None:
+            out += self.bias
+        return tf.nn.relu(out) if self.activation == "relu" else out
+
+
+class BatchNorm(tf.Module):
+    """Batch norm over every axis but the channels; the moving statistics are variables, not trained."""
+
+    def __init__(self, channels: int, momentum: float, epsilon: float) -> None:
+        super().__init__()
+        self.momentum, self.epsilon = momentum, epsilon
+        self.gamma = tf.Variable(tf.ones((channels,)), name="gamma")
+        self.beta = tf.Variable(tf.zeros((channels,)), name="beta")
+        self.moving_mean = tf.Variable(tf.zeros((channels,)), trainable=False, name="moving_mean")
+        self.moving_variance = tf.Variable(tf.ones((channels,)), trainable=False, name="moving_variance")
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.gamma, self.beta]
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        if training:
+            mean, variance = tf.nn.moments(x, axes=list(range(x.shape.rank - 1)))  # biased variance, as Keras
+            self._update_moving(tf.stop_gradient(mean), tf.stop_gradient(variance))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+
+    def _update_moving(self, mean: tf.Tensor, variance: tf.Tensor) -> None:
+        # Keras' convention: moving = momentum * moving + (1 - momentum) * batch statistic.
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+        self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
+
+
+class ConvNorm(tf.Module):
+    """Convolution without bias (kernel // 2 zeros on every side), then batch norm, then ReLU if asked."""
+
+    def __init__(self, channels: int, filters: int, kernel: int, stride: int, spec, seeds: OpSeeds,
+                 activation: str | None = None) -> None:
+        super().__init__()
+        self.activation = activation
+        self.conv = Conv2D(channels, filters, kernel, stride, kernel // 2, use_bias=False, seeds=seeds)
+        self.norm = BatchNorm(filters, spec.bn_momentum, spec.bn_epsilon)
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return self.conv.weights + self.norm.weights
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        out = self.norm(self.conv(x), training)
+        return tf.nn.relu(out) if self.activation == "relu" else out
+
+
+class ResidualBlock(tf.Module):
+    """architecture.Residual: ResNet's basic block, the shortcut a 1x1 ConvNorm where the shape changes."""
+
+    def __init__(self, layer: Residual, in_shape: tuple[int, ...], seeds: OpSeeds) -> None:
+        super().__init__()
+        channels = in_shape[-1]
+        self.first = ConvNorm(channels, layer.filters, 3, layer.stride, layer, seeds, activation="relu")
+        self.second = ConvNorm(layer.filters, layer.filters, 3, 1, layer, seeds)
+        projected = has_projection_shortcut(layer, in_shape)
+        self.shortcut = ConvNorm(channels, layer.filters, 1, layer.stride, layer, seeds) if projected else None
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        shortcut = [] if self.shortcut is None else self.shortcut.weights
+        return self.first.weights + self.second.weights + shortcut
+
+    def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        body = self.second(self.first(x, training), training)
+        shortcut = x if self.shortcut is None else self.shortcut(x, training)
+        return tf.nn.relu(body + shortcut)
+
+
+class TokenEmbedding(tf.Module):
+    """architecture.Embedding: a row per token id, plus a learned row per position if asked."""
+
+    def __init__(self, layer: Embedding, length: int, seeds: OpSeeds) -> None:
+        super().__init__()
+        self.tokens = embedding_table(layer.vocab, layer.dim, seeds, "tokens")
+        self.positions = embedding_table(length, layer.dim, seeds, "positions") if layer.positions else None
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.tokens] if self.positions is None else [self.tokens, self.positions]
+
+    def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+        x = tf.gather(self.tokens, ids)
+        return x if self.positions is None else x + self.positions
+
+
+class LayerNorm(tf.Module):
+    """Layer norm over the last axis (biased variance, as Keras and torch)."""
+
+    def __init__(self, dim: int, epsilon: float) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.gamma = tf.Variable(tf.ones((dim,)), name="gamma")
+        self.beta = tf.Variable(tf.zeros((dim,)), name="beta")
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.gamma, self.beta]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+
+
+class SelfAttention(tf.Module):
+    """Multi-head scaled dot-product self-attention, every projection d -> d with a bias, no mask.
+
+    Each projection is one (d, d) kernel, its columns split into heads; Keras 3 initialises its
+    (d, heads, d // heads) kernels with the fans of (d, d) too.
+    """
+
+    def __init__(self, dim: int, heads: int, length: int, seeds: OpSeeds) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.length = heads, dim // heads, length
+        self.query = Affine(dim, dim, seeds)
+        self.key = Affine(dim, dim, seeds)
+        self.value = Affine(dim, dim, seeds)
+        self.output = Affine(dim, dim, seeds)
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return self.query.weights + self.key.weights + self.value.weights + self.output.weights
+
+    def _split(self, x: tf.Tensor) -> tf.Tensor:
+        """(N, L, d) to (N, heads, L, d // heads)."""
+        return tf.transpose(tf.reshape(x, (-1, self.length, self.heads, self.head_dim)), (0, 2, 1, 3))
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        # The query is scaled before the product, as Keras does: fewer multiplications than scaling the scores.
+        query = self._split(self.query(x)) * (1.0 / float(np.sqrt(self.head_dim)))
+        key, value = self._split(self.key(x)), self._split(self.value(x))
+        weights = tf.nn.softmax(tf.matmul(query, key, transpose_b=True), axis=-1)
+        context = tf.transpose(tf.matmul(weights, value), (0, 2, 1, 3))  # (N, L, heads, d // heads)
+        return self.output(tf.reshape(context, (-1, self.length, self.heads * self.head_dim)))
+
+
+class EncoderLayer(tf.Module):
+    """architecture.Encoder: post-norm self-attention, then a ReLU feed-forward, each added to its input."""
+
+    def __init__(self, layer: Encoder, in_shape: tuple[int, ...], seeds: OpSeeds) -> None:
+        super().__init__()
+        length, dim = in_shape
+        self.attention = SelfAttention(dim, layer.heads, length, seeds)
+        self.attention_norm = LayerNorm(dim, layer.epsilon)
+        self.expand = Affine(dim, layer.ff, seeds, activation="relu")
+        self.contract = Affine(layer.ff, dim, seeds)
+        self.feed_forward_norm = LayerNorm(dim, layer.epsilon)
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return (self.attention.weights + self.attention_norm.weights + self.expand.weights
+                + self.contract.weights + self.feed_forward_norm.weights)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        x = self.attention_norm(x + self.attention(x))
+        return self.feed_forward_norm(x + self.contract(self.expand(x)))
+
+
+class Recurrent(tf.Module):
+    """architecture.LSTM: gates (input, forget, cell candidate, output) from one kernel, one recurrent
+    kernel and one bias; the last hidden state out. Keras' initialisers: Glorot kernel, orthogonal
+    recurrent kernel, zero bias but the forget gate's, which is one (unit_forget_bias)."""
+
+    def __init__(self, layer: LSTM, features: int, seeds: OpSeeds) -> None:
+        super().__init__()
+        units = self.units = layer.units
+        self.kernel = tf.Variable(glorot_uniform((features, LSTM_GATES * units), seeds()), name="kernel")
+        self.recurrent_kernel = tf.Variable(orthogonal(units, LSTM_GATES * units, seeds()), name="recurrent_kernel")
+        forget_ones = tf.concat([tf.zeros((units,)), tf.ones((units,)), tf.zeros(((LSTM_GATES - 2) * units,))], 0)
+        self.bias = tf.Variable(forget_ones, name="bias")
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [self.kernel, self.recurrent_kernel, self.bias]
+
+    def _cell(self, state: tuple[tf.Tensor, tf.Tensor], projected: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        hidden, cell = state
+        gates = projected + tf.matmul(hidden, self.recurrent_kernel)
+        input_gate, forget_gate, candidate, output_gate = tf.split(gates, LSTM_GATES, axis=-1)
+        cell = tf.sigmoid(forget_gate) * cell + tf.sigmoid(input_gate) * tf.tanh(candidate)
+        return tf.sigmoid(output_gate) * tf.tanh(cell), cell
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        # The input's share of every gate at every step in one product; only the recurrence is sequential.
+        projected = tf.transpose(tf.matmul(x, self.kernel) + self.bias, (1, 0, 2))  # time-major for tf.scan
+        zeros = tf.zeros((tf.shape(x)[0], self.units), x.dtype)
+        # tf.scan is one loop op in the graph, where a Python loop would unroll every step into it.
+        hidden, _ = tf.scan(self._cell, projected, initializer=(zeros, zeros))
+        return hidden[-1]
+
+
+class NeuMF(tf.Module):
+    """architecture.NCF: (N, 2) (user, item) indices to the GMF and MLP towers' outputs, concatenated."""
+
+    def __init__(self, layer: NCF, seeds: OpSeeds) -> None:
+        super().__init__()
+        half = layer.mlp[0] // 2
+        self.gmf_users = embedding_table(layer.users, layer.gmf_dim, seeds, "gmf_users")
+        self.gmf_items = embedding_table(layer.items, layer.gmf_dim, seeds, "gmf_items")
+        self.mlp_users = embedding_table(layer.users, half, seeds, "mlp_users")
+        self.mlp_items = embedding_table(layer.items, half, seeds, "mlp_items")
+        widths = (layer.mlp[0], *layer.mlp[1:])
+        self.tower = [Affine(features, units, seeds, activation="relu") for features, units in zip(widths, widths[1:])]
+
+    @property
+    def weights(self) -> list[tf.Variable]:
+        tables = [self.gmf_users, self.gmf_items, self.mlp_users, self.mlp_items]
+        return tables + [w for dense in self.tower for w in dense.weights]
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        users, items = x[:, 0], x[:, 1]
+        gmf = tf.gather(self.gmf_users, users) * tf.gather(self.gmf_items, items)
+        mlp = tf.concat([tf.gather(self.mlp_users, users), tf.gather(self.mlp_items, items)], axis=-1)
+        for dense in self.tower:
+            mlp = dense(mlp)
+        return tf.concat([gmf, mlp], axis=-1)
+
+
+def layer_module(layer, in_shape: tuple[int, ...], index: int) -> tf.Module | None:
+    """The variables and forward pass of one spec; None for the layers without weights."""
+    seeds = OpSeeds(index)
+    if isinstance(layer, Conv):
+        return Conv2D(in_shape[-1], layer.filters, layer.kernel, layer.stride, layer.padding, use_bias=True,
+                      seeds=seeds, activation="relu")
+    if isinstance(layer, ConvBN):
+        return ConvNorm(in_shape[-1], layer.filters, layer.kernel, layer.stride, layer, seeds, activation="relu")
+    if isinstance(layer, Residual):
+        return ResidualBlock(layer, in_shape, seeds)
+    if isinstance(layer, Dense):
+        return Affine(in_shape[0], layer.units, seeds, activation=layer.activation)
+    if isinstance(layer, Embedding):
+        return TokenEmbedding(layer, in_shape[0], seeds)
+    if isinstance(layer, Encoder):
+        return EncoderLayer(layer, in_shape, seeds)
+    if isinstance(layer, LSTM):
+        return Recurrent(layer, in_shape[-1], seeds)
+    if isinstance(layer, NCF):
+        return NeuMF(layer, seeds)
+    if isinstance(layer, MaxPool | GlobalAvgPool | Flatten | Dropout):
+        return None
+    raise TypeError(f"unsupported layer spec {layer!r}")
+
+
+def apply_stateless(layer, x: tf.Tensor, training: bool, dropout_seed: tf.Tensor | None, index: int) -> tf.Tensor:
+    """A layer without weights."""
+    if isinstance(layer, MaxPool):
+        return tf.nn.max_pool2d(x, layer.size, strides=layer.size, padding="VALID")
+    if isinstance(layer, GlobalAvgPool):
+        return tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))  # images: H and W; sequences: L
+    if isinstance(layer, Flatten):
+        # (H, W, C) order, as Keras flattens NHWC.
+        return tf.reshape(x, (tf.shape(x)[0], -1))
+    if isinstance(layer, Dropout):
+        if not training:
+            return x
+        seed = tf.stack([dropout_seed[0], dropout_seed[1] * DROPOUT_SEED_STRIDE + index])
+        return tf.nn.experimental.stateless_dropout(x, layer.rate, seed=seed)
+    raise TypeError(f"unsupported layer spec {layer!r}")
+
+
 class NativeModel(tf.Module):
-    """The model of one layer spec as TensorFlow variables and `tf.nn` ops, NHWC in, logits out."""
+    """The model of one layer spec as TensorFlow variables and `tf.nn` ops, logits out.
+
+    `weights` are the trainable variables in layer order (what the optimizer updates and the
+    parameter count counts); batch norm's moving statistics are tracked variables outside it,
+    so the checkpoint and the SavedModel hold them too.
+    """
 
     def __init__(self, model_cfg, input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__(name=str(model_cfg.name))
         self.input_shape = tuple(int(size) for size in input_shape)
-        self.layers = []  # (spec, kernel, bias): kernel and bias None for layers without weights
+        self.input_dtype = input_dtype(model_cfg)
+        self.layers = []  # (spec, module): module None for layers without weights
         for index, (layer, in_shape, _) in enumerate(layer_shapes(model_cfg, self.input_shape, num_classes)):
-            self.layers.append((layer, *self._weights(layer, in_shape, index)))
-        self.weights = [w for _, kernel, bias in self.layers if kernel is not None for w in (kernel, bias)]
+            self.layers.append((layer, layer_module(layer, in_shape, index)))
 
-    @staticmethod
-    def _weights(layer, in_shape: tuple[int, ...], index: int):
-        if isinstance(layer, Conv):
-            shape = (layer.kernel, layer.kernel, in_shape[-1], layer.filters)
-            fan_in, fan_out = layer.kernel * layer.kernel * in_shape[-1], layer.kernel * layer.kernel * layer.filters
-            units = layer.filters
-        elif isinstance(layer, Dense):
-            shape, fan_in, fan_out, units = (in_shape[0], layer.units), in_shape[0], layer.units, layer.units
-        else:
-            return None, None
-        kernel = tf.Variable(glorot_uniform(shape, fan_in, fan_out, op_seed=index), name=f"kernel_{index}")
-        return kernel, tf.Variable(tf.zeros((units,)), name=f"bias_{index}")
+    @property
+    def weights(self) -> list[tf.Variable]:
+        return [w for _, module in self.layers if module is not None for w in module.weights]
 
     @property
     def parameter_count(self) -> int:
         return int(sum(np.prod(w.shape) for w in self.weights))
 
     def __call__(self, x: tf.Tensor, training: bool = False, dropout_seed: tf.Tensor | None = None) -> tf.Tensor:
-        for index, (layer, kernel, bias) in enumerate(self.layers):
-            x = self._apply(layer, kernel, bias, x, training, dropout_seed, index)
+        for index, (layer, module) in enumerate(self.layers):
+            if module is None:
+                x = apply_stateless(layer, x, training, dropout_seed, index)
+            elif isinstance(layer, ConvBN | Residual):
+                x = module(x, training)  # batch norm: the batch's statistics in training, the moving ones otherwise
+            else:
+                x = module(x)
         return x
-
-    @staticmethod
-    def _apply(layer, kernel, bias, x, training, dropout_seed, index):
-        if isinstance(layer, Conv):
-            return tf.nn.relu(tf.nn.conv2d(x, kernel, strides=1, padding="VALID") + bias)
-        if isinstance(layer, MaxPool):
-            return tf.nn.max_pool2d(x, layer.size, strides=layer.size, padding="VALID")
-        if isinstance(layer, Flatten):
-            # (H, W, C) order, as Keras flattens NHWC.
-            return tf.reshape(x, (tf.shape(x)[0], -1))
-        if isinstance(layer, Dense):
-            out = tf.matmul(x, kernel) + bias
-            return tf.nn.relu(out) if layer.activation == "relu" else out
-        if isinstance(layer, Dropout):
-            if not training:
-                return x
-            seed = tf.stack([dropout_seed[0], dropout_seed[1] * DROPOUT_SEED_STRIDE + index])
-            return tf.nn.experimental.stateless_dropout(x, layer.rate, seed=seed)
-        raise TypeError(f"unsupported layer spec {layer!r}")
 
 
 def build_model(model_cfg, input_shape: tuple[int, ...], num_classes: int) -> NativeModel:
-    """The model of `model_cfg` (config/model) for NHWC inputs of `input_shape`, returning logits."""
+    """The model of `model_cfg` (config/model) for inputs of `input_shape` (images NHWC), returning logits."""
     return NativeModel(model_cfg, input_shape, num_classes)
 
 
 # ---------------------------------------------------------------- optimizers
+
+
+def dense_gradients(gradients) -> list[tf.Tensor]:
+    """Embedding look-ups give IndexedSlices gradients; the updates below, as Keras', move every row's
+    moments (not only the looked-up rows'), so the gradients are made dense first."""
+    return [tf.convert_to_tensor(gradient) for gradient in gradients]
 
 
 class Adam(tf.Module):
@@ -152,7 +508,7 @@ class Adam(tf.Module):
         self.iterations.assign_add(1)
         step = tf.cast(self.iterations, tf.float32)
         alpha = self.lr * tf.sqrt(1.0 - tf.pow(beta2, step)) / (1.0 - tf.pow(beta1, step))
-        for gradient, weight, m, v in zip(gradients, weights, self.m, self.v):
+        for gradient, weight, m, v in zip(dense_gradients(gradients), weights, self.m, self.v):
             m.assign_add((gradient - m) * (1.0 - beta1))
             v.assign_add((tf.square(gradient) - v) * (1.0 - beta2))
             weight.assign_sub(alpha * m / (tf.sqrt(v) + self.epsilon))
@@ -169,7 +525,7 @@ class SGD(tf.Module):
 
     def apply(self, gradients, weights) -> None:
         self.iterations.assign_add(1)
-        for gradient, weight, velocity in zip(gradients, weights, self.velocity):
+        for gradient, weight, velocity in zip(dense_gradients(gradients), weights, self.velocity):
             velocity.assign(self.momentum * velocity - self.lr * gradient)
             weight.assign_add(velocity)
 
@@ -278,7 +634,8 @@ class Adapter:
 
 
 class ServingModule(tf.Module):
-    """What is saved: the model's variables and one inference function, `serve` (NHWC float32, any batch size).
+    """What is saved: the model's variables and one inference function, `serve` (the model's input dtype:
+    float32 images NHWC or int32 ids; any batch size).
 
     `serve` is also the restored object's `__call__`, so the loaded SavedModel is callable as
     `loaded(x)` (what MLflow's TensorFlow flavour calls) as well as `loaded.serve(x)`.
@@ -287,13 +644,13 @@ class ServingModule(tf.Module):
     def __init__(self, model: NativeModel) -> None:
         super().__init__(name=f"{model.name}_serving")
         self.model = model
-        spec = tf.TensorSpec((None, *model.input_shape), tf.float32, name="inputs")
+        spec = tf.TensorSpec((None, *model.input_shape), model.input_dtype, name="inputs")
         self.serve = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self.__call__ = self.serve
 
 
 def save_serving_model(model: NativeModel, path: Path) -> None:
-    """A SavedModel whose `serve` function (and default signature) takes NHWC float32 arrays."""
+    """A SavedModel whose `serve` function (and default signature) takes arrays of the model's input."""
     shutil.rmtree(path, ignore_errors=True)
     serving = ServingModule(model)
     tf.saved_model.save(serving, str(path), signatures={"serving_default": serving.serve})
@@ -303,9 +660,14 @@ def save_serving_model(model: NativeModel, path: Path) -> None:
 
 
 def load_logits_fn(model_dir: Path, model_cfg, input_shape, num_classes: int):
-    """The saved model as a function (NHWC arrays, batch size) -> logits, and its device."""
+    """The saved model as a function (input arrays, batch size) -> logits, and its device."""
     loaded = tf.saved_model.load(str(Path(model_dir) / MODEL_DIR))
-    return lambda x, batch_size: predict_batched(lambda b: loaded.serve(tf.constant(b)).numpy(), x, batch_size), device()
+    dtype = input_dtype(model_cfg)  # what the `serve` signature accepts
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return loaded.serve(tf.constant(batch, dtype=dtype)).numpy()
+
+    return lambda x, batch_size: predict_batched(predict, x, batch_size), device()
 
 
 def export(model_dir: Path, target: Path, sample: np.ndarray, model_cfg, num_classes: int):
@@ -347,5 +709,5 @@ def mlflow_model(model: NativeModel, example: np.ndarray):
     import mlflow.tensorflow
 
     serving = ServingModule(model)
-    output = serving.serve(tf.constant(example)).numpy()
+    output = serving.serve(tf.constant(example, dtype=model.input_dtype)).numpy()
     return mlflow.tensorflow, {"model": serving}, output

@@ -10,7 +10,7 @@
 - the MLflow flavour.
 
 The preprocessed arrays are NHWC (Keras' layout); torch convolutions want
-NCHW: every way in goes through `nchw`. A bench mode replaces only
+NCHW: every way in goes through `torch_layout`. A bench mode replaces only
 `adapter.model`: compile wraps it in `torch.compile` (the optimizer keeps the
 same parameters). Its first call compiles; that time is the job's
 first_step_s. Inductor keeps a cache on disk (by default under /tmp), so a
@@ -34,10 +34,14 @@ from torch import nn
 
 from fwbench.bench.timing import no_sync
 from fwbench.frameworks.batches import predict_batched
-from fwbench.models.architecture import Conv, Dense, Dropout, Flatten, Layer, MaxPool, layer_shapes
+from fwbench.models.architecture import (
+    LSTM, NCF, Conv, ConvBN, Dense, Dropout, Embedding, Encoder, Flatten, GlobalAvgPool, Layer, MaxPool, Residual,
+    has_projection_shortcut, layer_shapes,
+)
 from fwbench.units import BYTES_PER_MIB
 
 CHECKPOINT_FILE = "state.pt"
+NHWC_RANK = 4  # a batch of images; token ids and (user, item) pairs are rank 2
 MODEL_FILE = "model.pt"
 EXPORT_FILE = "model.pt2"
 # cuBLAS needs this to run deterministically (the pipeline asks torch for determinism).
@@ -100,16 +104,113 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if has_gpu() else "cpu")
 
 
-def nchw(x: torch.Tensor) -> torch.Tensor:
-    """NHWC (the preprocessed arrays' layout) to NCHW (torch convolutions')."""
-    return x.permute(0, 3, 1, 2)
+def torch_layout(x: torch.Tensor) -> torch.Tensor:
+    """NHWC images (the preprocessed arrays' layout) to NCHW (torch convolutions'); token ids and
+    (user, item) pairs are taken as they are."""
+    return x.permute(0, 3, 1, 2) if x.dim() == NHWC_RANK else x
 
 
-def to_nchw(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    return nchw(torch.from_numpy(x)).contiguous().to(device)
+def to_torch(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch_layout(torch.from_numpy(x)).contiguous().to(device)
 
 
 # ---------------------------------------------------------------- model
+
+
+def batch_norm(channels: int, spec) -> nn.BatchNorm2d:
+    """Batch norm with the spec's constants; torch's momentum weighs the new batch (1 - Keras')."""
+    return nn.BatchNorm2d(channels, eps=spec.bn_epsilon, momentum=1.0 - spec.bn_momentum)
+
+
+def conv_bn(in_channels: int, filters: int, kernel: int, stride: int, spec) -> list[nn.Module]:
+    """Convolution without bias (kernel // 2 zeros on every side), then batch norm."""
+    return [nn.Conv2d(in_channels, filters, kernel, stride=stride, padding=kernel // 2, bias=False),
+            batch_norm(filters, spec)]
+
+
+class ResidualBlock(nn.Module):
+    """ResNet's basic block (architecture.Residual) on NCHW input."""
+
+    def __init__(self, layer: Residual, in_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        in_channels = in_shape[-1]
+        self.body = nn.Sequential(*conv_bn(in_channels, layer.filters, 3, layer.stride, layer), nn.ReLU(),
+                                  *conv_bn(layer.filters, layer.filters, 3, 1, layer))
+        self.shortcut = (nn.Sequential(*conv_bn(in_channels, layer.filters, 1, layer.stride, layer))
+                         if has_projection_shortcut(layer, in_shape) else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class MeanOverPositions(nn.Module):
+    """architecture.GlobalAvgPool: NCHW images over H and W, (N, L, d) sequences over L."""
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self.dims)
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids (N, L) to (N, L, dim), plus a learned embedding per position when asked."""
+
+    def __init__(self, layer: Embedding, length: int) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(layer.vocab, layer.dim)
+        self.positions = nn.Parameter(torch.empty(length, layer.dim).normal_()) if layer.positions else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedded = self.tokens(x)
+        return embedded if self.positions is None else embedded + self.positions
+
+
+class LastHiddenState(nn.Module):
+    """One LSTM layer over (N, L, in), its last hidden state out.
+
+    torch's LSTM adds two bias vectors per gate (b_ih + b_hh), Keras and the spec one: b_hh is
+    held at zero and not trained, so the computation and the trained parameters are the spec's.
+    """
+
+    def __init__(self, layer: LSTM, features: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, layer.units, batch_first=True)
+        with torch.no_grad():
+            self.lstm.bias_hh_l0.zero_()
+        self.lstm.bias_hh_l0.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(x)
+        return hidden[-1]
+
+
+class NeuMF(nn.Module):
+    """architecture.NCF: (N, 2) (user, item) indices to the GMF and MLP towers' outputs, concatenated."""
+
+    def __init__(self, layer: NCF) -> None:
+        super().__init__()
+        self.gmf_users = nn.Embedding(layer.users, layer.gmf_dim)
+        self.gmf_items = nn.Embedding(layer.items, layer.gmf_dim)
+        self.mlp_users = nn.Embedding(layer.users, layer.mlp[0] // 2)
+        self.mlp_items = nn.Embedding(layer.items, layer.mlp[0] // 2)
+        tower: list[nn.Module] = []
+        for in_units, units in zip(layer.mlp, layer.mlp[1:]):
+            tower += [nn.Linear(in_units, units), nn.ReLU()]
+        self.tower = nn.Sequential(*tower)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        users, items = x[:, 0], x[:, 1]
+        gmf = self.gmf_users(users) * self.gmf_items(items)
+        mlp = self.tower(torch.cat([self.mlp_users(users), self.mlp_items(items)], dim=-1))
+        return torch.cat([gmf, mlp], dim=-1)
+
+
+def encoder_layer(layer: Encoder, dim: int) -> nn.Module:
+    """architecture.Encoder: post-norm, ReLU feed-forward, biases everywhere, no dropout inside."""
+    return nn.TransformerEncoderLayer(dim, layer.heads, dim_feedforward=layer.ff, dropout=0.0, activation="relu",
+                                      layer_norm_eps=layer.epsilon, batch_first=True, norm_first=False)
 
 
 def torch_layers(layer: Layer, in_shape: tuple[int, ...]) -> list[nn.Module]:
@@ -119,9 +220,16 @@ def torch_layers(layer: Layer, in_shape: tuple[int, ...]) -> list[nn.Module]:
     so the builder passes the walked shape in.
     """
     if isinstance(layer, Conv):
-        return [nn.Conv2d(in_shape[-1], layer.filters, layer.kernel), nn.ReLU()]
+        return [nn.Conv2d(in_shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=layer.padding),
+                nn.ReLU()]
+    if isinstance(layer, ConvBN):
+        return [*conv_bn(in_shape[-1], layer.filters, layer.kernel, layer.stride, layer), nn.ReLU()]
+    if isinstance(layer, Residual):
+        return [ResidualBlock(layer, in_shape)]
     if isinstance(layer, MaxPool):
         return [nn.MaxPool2d(layer.size)]
+    if isinstance(layer, GlobalAvgPool):
+        return [MeanOverPositions((2, 3) if len(in_shape) == 3 else (1,))]
     if isinstance(layer, Flatten):
         # Flattens NCHW in (C, H, W) order; Keras flattens (H, W, C).
         # The feature order differs, the parameter counts do not.
@@ -135,6 +243,14 @@ def torch_layers(layer: Layer, in_shape: tuple[int, ...]) -> list[nn.Module]:
         return modules
     if isinstance(layer, Dropout):
         return [nn.Dropout(layer.rate)]
+    if isinstance(layer, Embedding):
+        return [TokenEmbedding(layer, in_shape[0])]
+    if isinstance(layer, Encoder):
+        return [encoder_layer(layer, in_shape[-1])]
+    if isinstance(layer, LSTM):
+        return [LastHiddenState(layer, in_shape[-1])]
+    if isinstance(layer, NCF):
+        return [NeuMF(layer)]
     raise TypeError(f"unsupported layer spec {layer!r}")
 
 
@@ -179,7 +295,8 @@ class Adapter:
 
     @property
     def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        """Trainable parameters (not batch norm's running statistics, not the LSTM's held-at-zero bias)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     @property
     def device(self) -> str:
@@ -190,7 +307,7 @@ class Adapter:
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, order: np.ndarray | None, should_stop) -> tuple[float, float]:
         """One epoch over x[order] (order None: x is already in training order)."""
-        inputs = to_nchw(x, self.torch_device)
+        inputs = to_torch(x, self.torch_device)
         labels = torch.from_numpy(y).to(self.torch_device)
         order = np.arange(len(x)) if order is None else order
         order_t = torch.from_numpy(order).to(self.torch_device)
@@ -241,7 +358,7 @@ class Adapter:
 def predict_in_batches(model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
     """Logits of an NHWC array, `batch_size` samples per call, in eval mode."""
     model.eval()
-    return predict_batched(lambda batch: model(to_nchw(batch, device)).cpu().numpy(), x, batch_size)
+    return predict_batched(lambda batch: model(to_torch(batch, device)).cpu().numpy(), x, batch_size)
 
 
 # ---------------------------------------------------------------- evaluation and export
@@ -262,7 +379,7 @@ def export(model_dir: Path, target: Path, sample: np.ndarray, model_cfg, num_cla
     device = torch.device("cpu")
     model = load_trained_model(model_dir, model_cfg, sample.shape[1:], num_classes, device)
     batch = torch.export.Dim("batch")
-    program = torch.export.export(model, (to_nchw(sample[:2], device),), dynamic_shapes=({0: batch},))
+    program = torch.export.export(model, (to_torch(sample[:2], device),), dynamic_shapes=({0: batch},))
     target.mkdir(parents=True, exist_ok=True)
     archive = target / EXPORT_FILE
     torch.export.save(program, archive)
@@ -271,12 +388,12 @@ def export(model_dir: Path, target: Path, sample: np.ndarray, model_cfg, num_cla
     load_time = time.perf_counter() - start
     start = time.perf_counter()
     with torch.no_grad():
-        loaded(to_nchw(sample[:1], device))
+        loaded(to_torch(sample[:1], device))
     first_prediction = time.perf_counter() - start
 
     @torch.no_grad()
     def predict(x: np.ndarray) -> np.ndarray:
-        return loaded(to_nchw(x, device)).numpy()
+        return loaded(to_torch(x, device)).numpy()
 
     return target, load_time, first_prediction, predict
 
@@ -359,25 +476,26 @@ def compile_cache_note() -> str:
 # ---------------------------------------------------------------- MLflow
 
 
-class NhwcInput(nn.Module):
-    """Takes NHWC input like the Keras model, so both logged models take the preprocessed arrays."""
+class PreprocessedInput(nn.Module):
+    """Takes the preprocessed arrays as they are (images NHWC, like the Keras model), so every logged model
+    takes the same input."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(nchw(x))
+        return self.inner(torch_layout(x))
 
 
 def mlflow_model(model: nn.Module, example: np.ndarray):
     """(flavour, its keyword arguments, the model's output on the example) for MLflow's Model.log.
 
-    A CPU copy of the model in eval mode behind NhwcInput, exported as a `pt2`
+    A CPU copy of the model in eval mode behind PreprocessedInput, exported as a `pt2`
     graph, which loads without this package.
     """
     import mlflow.pytorch
 
-    wrapped = NhwcInput(copy.deepcopy(model).cpu()).eval()
+    wrapped = PreprocessedInput(copy.deepcopy(model).cpu()).eval()
     output = wrapped(torch.from_numpy(example)).detach().numpy()
     return mlflow.pytorch, {"pytorch_model": wrapped, "serialization_format": "pt2"}, output

@@ -209,8 +209,8 @@ class ChildRun:
     def log_model(self, model, input_example) -> str:
         """Log the job's model as an MLflow 3 logged model, in its framework's flavour; returns `models:/<id>`.
 
-        Every flavour takes the same input: NHWC float32 arrays, as the
-        preprocessed data (fwbench.frameworks.<name>.mlflow_model).
+        Every flavour takes the same input: the preprocessed arrays as they are (NHWC float32 images,
+        int32 token ids or (user, item) pairs; fwbench.frameworks.<name>.mlflow_model).
         """
         from mlflow.models import Model, infer_signature
 
