@@ -13,7 +13,7 @@ localrules:
 
 rule bench:
     input:
-        PROCESSED_MANIFEST,
+        model_manifest,
         parent=TRACKING_PARENT,
         previous=previous_bench_rows,
     output:

@@ -13,15 +13,22 @@ SCRIPTS_DIR = Path(workflow.basedir) / "scripts"
 sys.path.insert(0, str(SRC_DIR))
 
 from fwbench.config import (  # noqa: E402
+    PROCESSED,
+    SYNTHETIC,
     compose_config,
+    dataset_of,
     experiment_grid,
     overrides_from_mapping,
     processed_dir,
     raw_dir,
+    raw_path,
+    processed_path,
     report_dir,
     run_dir,
+    run_path,
 )
-from fwbench.bench.grid import AUTO_THREADS, all_frameworks, check_settings, thread_counts  # noqa: E402
+from fwbench.bench.grid import AUTO_THREADS, all_frameworks, bench_models, check_settings, thread_counts  # noqa: E402
+from fwbench.data.preprocess import MANIFEST_NAME  # noqa: E402
 from fwbench.data.download import dataset_files  # noqa: E402
 from fwbench.errors import FwbenchError  # noqa: E402
 from fwbench.runtime import export_package_path  # noqa: E402
@@ -70,18 +77,37 @@ except FwbenchError as error:
 # Passed on to every job so the scripts compose exactly this config.
 OVERRIDES_ARG = shlex.join(HYDRA_OVERRIDES)
 EXPERIMENT = CFG.experiment.name
-DATASET = CFG.dataset.name
+# The experiment's dataset: it names the bench files, the MLflow parent run and the report's logs.
+DATASET = CFG.experiment.dataset
 GRID = experiment_grid(CFG)
 
-RAW_DIR = raw_dir(CFG)
-RAW_FILES = [str(RAW_DIR / spec.name) for spec in dataset_files(CFG.dataset)]
-PROCESSED_DIR = processed_dir(CFG)
-PROCESSED_MANIFEST = str(PROCESSED_DIR / "manifest.json")
+
+def dataset_readers():
+    """{dataset: the first model of the run that reads it} (experiment.model_datasets gives a model its
+    own): a data job composes its config as that model's jobs do, so it gets the same dataset."""
+    readers = {}
+    for model in dict.fromkeys([*CFG.experiment.models, *bench_models(CFG)]):
+        readers.setdefault(dataset_of(CFG, model), model)
+    return readers
+
+
+DATASET_READERS = dataset_readers()
+try:
+    DATASET_CFGS = {dataset: compose_config(CONFIG_DIR, [*HYDRA_OVERRIDES, f"model={model}"])
+                    for dataset, model in DATASET_READERS.items()}
+except FwbenchError as error:
+    raise WorkflowError(f"fwbench: invalid config: {error}") from None
+# Per dataset: the files its download fetches (none for digits or synthetic data) and its manifest.
+RAW_FILES = {dataset: [str(raw_dir(cfg) / spec.name) for spec in dataset_files(cfg.dataset)]
+             for dataset, cfg in DATASET_CFGS.items()}
+MANIFESTS = {dataset: str(processed_dir(cfg) / MANIFEST_NAME) for dataset, cfg in DATASET_CFGS.items()}
+RAW_FILE = str(raw_path(CFG, "{dataset}", "{file}"))
+MANIFEST = str(processed_path(CFG, "{dataset}", "{kind}") / MANIFEST_NAME)
 
 # Placeholders stay as Snakemake wildcards: the same function names the paths
 # the scripts write to when run by hand.
-RUN_DIR = str(run_dir(CFG, "{framework}", "{model}", "{seed}"))
-RUN_KEY = f"{EXPERIMENT}/{DATASET}/{{framework}}/{{model}}/seed{{seed}}"
+RUN_DIR = str(run_path(CFG, "{dataset}", "{framework}", "{model}", "{seed}"))
+RUN_KEY = f"{EXPERIMENT}/{{dataset}}/{{framework}}/{{model}}/seed{{seed}}"
 REPORT_DIR = str(report_dir(CFG))
 REPORT_HTML = f"{REPORT_DIR}/comparison.html"
 REPORT_MD = f"{REPORT_DIR}/comparison.md"
@@ -92,8 +118,25 @@ TRACKING_PARENT = str(parent_run_file(CFG))
 wildcard_constraints:
     # Every arm trained or benched (bench.frameworks may add arms that are not trained).
     framework="|".join(all_frameworks(CFG)),
-    model="|".join(CFG.experiment.models),
+    model="|".join(dict.fromkeys([*CFG.experiment.models, *bench_models(CFG)])),
+    dataset="|".join(DATASET_READERS),
+    kind=f"{PROCESSED}|{SYNTHETIC}",
     seed=r"\d+",
+
+
+def dataset_files_of(wildcards):
+    """The raw files a dataset's preprocess reads (none for digits or synthetic data)."""
+    return RAW_FILES[wildcards.dataset]
+
+
+def reader_of(wildcards):
+    """The model whose config a data job composes (dataset_readers)."""
+    return DATASET_READERS[wildcards.dataset]
+
+
+def model_manifest(wildcards):
+    """The manifest of the dataset the job's model reads: its arrays are the job's input."""
+    return MANIFESTS[dataset_of(CFG, wildcards.model)]
 
 
 def grid_files(filename):

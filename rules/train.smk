@@ -1,6 +1,6 @@
 rule train:
     input:
-        PROCESSED_MANIFEST,
+        model_manifest,
         parent=TRACKING_PARENT,
     output:
         history=f"{RUN_DIR}/history.json",

@@ -27,7 +27,7 @@ def model_and_dataset(name: str):
 
     dataset = MODEL_DATASETS.get(name, "fashion_mnist")
     cfg = compose_config(CONFIG_DIR, [f"model={name}", f"dataset={dataset}", f"experiment.models=[{name}]",
-                                      "bench.frameworks=null"])
+                                      "bench.frameworks=null", "bench.models=null"])
     return cfg.model, cfg.dataset
 
 

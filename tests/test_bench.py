@@ -498,7 +498,10 @@ def test_grid_is_frameworks_by_models_by_each_frameworks_modes():
     grid = bench_grid(cfg)
     # default benches four arms and trains two of them.
     assert bench_frameworks(cfg) == ["tf", "tf_native", "torch", "jax"] != list(cfg.experiment.frameworks)
-    assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in bench_frameworks(cfg))
+    assert len(grid) == len(cfg.experiment.models) * sum(len(MODES[f]) for f in bench_frameworks(cfg)) + 2 * 2
+    # The two large models only in bench.model_modes: tf's graph and torch's eager.
+    assert {(f, m) for f, model, m, *_ in grid if model in ("resnet18", "transformer")} == {("tf", "graph"),
+                                                                                            ("torch", "eager")}
     # One setting: the trainer's batch size at bench.threads' one count.
     assert ("torch", "convnet", "compile", 128, 2) in grid and ("torch", "convnet", "xla", 128, 2) not in grid
 

@@ -16,7 +16,7 @@ BAD_OVERRIDES = [
     (["model=resnet"], "unknown model 'resnet'", "convnet, lenet, linear, lstm, mlp, ncf, resnet18, transformer"),
     (["dataset=cifar"], "unknown dataset 'cifar'", "cifar10, digits, fashion_mnist, imdb, mnist, movielens_100k"),
     (["framework=mxnet"], "unknown framework 'mxnet'", "jax, keras_jax, keras_torch, tf, tf_native, torch"),
-    (["experiment=huge"], "unknown experiment 'huge'", "article, backends, default, smoke"),
+    (["experiment=huge"], "unknown experiment 'huge'", "article, backends, default, scale, smoke"),
     (["trainer.lr=0"], "trainer.lr=0", "a number > 0"),
     (["trainer.lr=-0.1"], "trainer.lr=-0.1", "a number > 0"),
     (["trainer.batch_size=0"], "trainer.batch_size=0", "an integer > 0"),

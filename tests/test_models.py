@@ -295,3 +295,48 @@ def test_a_strided_residual_block_computes_the_same_function_in_keras_and_torch(
     assert len(keras_convs) == 3  # 3x3 4->8, 3x3 8->8, the 1x1 4->8 shortcut
     copy_dense(keras_layers_of(keras_model, "Dense")[-1], torch_model[-1])
     assert_same_logits(keras_model, torch_model, x)
+
+
+# ---------------------------------------------------------------- the larger models train in every arm
+# Each arm in a process of its own, as the pipeline runs it (torch's optimizer imports its compiler
+# stack, which must not load into a process that holds TensorFlow).
+LARGER_MODELS = ["resnet18", "transformer", "lstm", "ncf"]
+TRAIN_PROBE = """
+import json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from conftest import CONFIG_DIR, model_inputs
+from fwbench.config import compose_config
+from fwbench.frameworks import registry
+module = registry.load(sys.argv[1])
+trainer = compose_config(CONFIG_DIR, ["trainer.batch_size=4"]).trainer
+result = {}
+for name in sys.argv[2].split(","):
+    model_cfg, input_shape, num_classes, x = model_inputs(name, 8)
+    y = np.arange(len(x), dtype=np.int64) % num_classes
+    adapter = module.Adapter(model_cfg, input_shape, num_classes, trainer)
+    loss, _ = adapter.train_epoch(x, y, None, lambda: False)
+    logits = adapter.predict_logits(x, 4)
+    with tempfile.TemporaryDirectory() as directory:
+        adapter.save_model(Path(directory) / "model")
+        predict, _ = module.load_logits_fn(Path(directory) / "model", model_cfg, input_shape, num_classes)
+        reloaded = predict(x, 4)
+    result[name] = {"loss": float(loss), "shape": list(logits.shape), "classes": num_classes,
+                    "reload_max_diff": float(np.abs(reloaded - logits).max())}
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_every_arm_trains_saves_and_reloads_the_larger_models(framework):
+    """A training epoch on their inputs (token ids, (user, item) pairs, batch norm's state), and the saved
+    model predicting what the trained one does (batch norm from its running statistics in both)."""
+    result = subprocess.run([sys.executable, "-c", TRAIN_PROBE, framework, ",".join(LARGER_MODELS)],
+                            capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT / "tests",
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "tests")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in LARGER_MODELS:
+        assert np.isfinite(probe[name]["loss"]), name
+        assert probe[name]["shape"] == [8, probe[name]["classes"]], name
+        assert probe[name]["reload_max_diff"] < 1e-4, name

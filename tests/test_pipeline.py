@@ -25,15 +25,21 @@ def test_default_dry_run_lists_the_whole_grid(tmp_path):
     result = run_snakemake("-n", "--config", f"overrides={overrides}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert counts["download"] == 1
-    assert counts["preprocess"] == 1
+    assert counts["download"] == 4  # one job per IDX file of Fashion-MNIST
+    # Fashion-MNIST, and synthetic arrays of CIFAR-10's and IMDB's shapes for the two large models.
+    assert counts["preprocess"] == 3
     assert counts["train"] == 24  # 4 models x 2 arms (tf, torch) x 3 seeds
     assert counts["evaluate"] == 24
     # Four arms benched: 4 models x 9 modes (tf 3, tf_native 3, torch 2, jax 1) x 3 replicates, and a
-    # fourth process of each arm's A/A control variant.
-    assert counts["bench"] == 112
+    # fourth process of each arm's A/A control variant; resnet18 and transformer in tf:graph and
+    # torch:eager x 3 replicates.
+    assert counts["bench"] == 112 + 12
     bench_arms = set(re.findall(r"^\s+wildcards: framework=(\w+), model=\w+, mode=", result.stdout, flags=re.M))
     assert bench_arms == {"tf", "tf_native", "torch", "jax"}
+    large = set(re.findall(r"^\s+wildcards: framework=(\w+), model=(?:resnet18|transformer), mode=(\w+)",
+                           result.stdout, flags=re.M))
+    assert large == {("tf", "graph"), ("torch", "eager")}
+    assert re.search(r"output: \S+/data/cifar10/synthetic/manifest.json", result.stdout)
     assert counts["report"] == 1
 
 

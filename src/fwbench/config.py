@@ -56,19 +56,85 @@ def overrides_from_mapping(values: Mapping[str, object], prefix: str = "") -> li
 
 
 def compose_config(config_dir: Path, overrides: Iterable[str] = ()) -> DictConfig:
-    """Compose config.yaml with Hydra overrides, merge the per-model recipe, validate."""
+    """Compose config.yaml with Hydra overrides, give the model its own dataset where the experiment
+    names one (experiment.model_datasets), merge the per-model recipe, validate.
+
+    `experiment.dataset` is set to the experiment's dataset (`dataset=`), which names the
+    experiment's own files (bench, MLflow parent run) in every job, whatever dataset its model reads.
+    """
     config_dir = Path(config_dir).resolve()
     overrides = list(overrides)
     _check_group_choices(config_dir, overrides)
+    cfg = _compose(config_dir, overrides)
+    experiment_dataset = str(cfg.dataset.name)
+    model_datasets = _resolved_model_datasets(cfg, config_dir)
+    own = model_datasets.get(str(cfg.model.name))
+    if own is not None:
+        cfg = _compose(config_dir, [*overrides, f"dataset={own['name']}"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.experiment.dataset = experiment_dataset
+    cfg.experiment.model_datasets = model_datasets
+    if own is not None:
+        cfg.dataset.synthetic = own["synthetic"]
+    OmegaConf.set_struct(cfg, True)
+    cfg = _apply_model_recipe(cfg, _overridden_trainer_keys(overrides))
+    cfg = _apply_model_bench_settings(cfg)
+    validate_config(cfg, config_dir)
+    return cfg
+
+
+def _compose(config_dir: Path, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
-            cfg = compose(config_name="config", overrides=overrides)
+            return compose(config_name="config", overrides=overrides)
         except HydraException as error:
             top_level_keys = list(compose(config_name="config").keys())
             raise ConfigError(_one_line_hydra_error(error, overrides, top_level_keys)) from None
-    cfg = _apply_model_recipe(cfg, _overridden_trainer_keys(overrides))
-    validate_config(cfg, config_dir)
-    return cfg
+
+
+# ---------------------------------------------------------------- a model's own dataset
+
+
+def _resolved_model_datasets(cfg: DictConfig, config_dir: Path) -> dict[str, dict]:
+    """experiment.model_datasets checked, `synthetic: auto` resolved: {model: {name, synthetic (bool)}}.
+
+    `auto` is real data where every file the dataset downloads is already at hand (its raw
+    directory or a file:// mirror), synthetic elsewhere; the files do not change during a run
+    (a synthetic dataset downloads nothing), so every job of a run resolves it alike.
+    """
+    resolved = {}
+    for model, entry in (cfg.experiment.get("model_datasets") or {}).items():
+        key = f"experiment.model_datasets.{model}"
+        if not isinstance(entry, Mapping) or set(entry.keys()) != {"name", "synthetic"}:
+            raise ConfigError(f"{key}={entry!r} is invalid: accepted is {{name: <dataset>, synthetic: true|false|auto}}")
+        _check_choice(f"{key}.name", entry["name"], group_options(config_dir, "dataset"))
+        synthetic = entry["synthetic"]
+        if synthetic == "auto":
+            dataset_cfg = OmegaConf.load(Path(config_dir) / "dataset" / f"{entry['name']}.yaml")
+            synthetic = not data_at_hand(dataset_cfg, Path(cfg.paths.data) / str(entry["name"]) / "raw")
+        if not isinstance(synthetic, bool):
+            raise ConfigError(f"{key}.synthetic={entry['synthetic']!r} is invalid: accepted are true, false, auto")
+        resolved[str(model)] = {"name": str(entry["name"]), "synthetic": synthetic}
+    return resolved
+
+
+def data_at_hand(dataset_cfg, raw: Path) -> bool:
+    """Whether every file the dataset downloads is already in `raw` or in one of its file:// mirrors."""
+    places = [Path(raw)] + [Path(str(mirror).removeprefix("file://")) for mirror in dataset_cfg.get("mirrors") or []
+                            if str(mirror).startswith("file://")]
+    files = [str(spec["name"]) for spec in (dataset_cfg.get("files") or {}).values()]
+    return all(any((place / name).is_file() for place in places) for name in files)
+
+
+def dataset_of(cfg: DictConfig, model: str) -> str:
+    """The name of the dataset `model` reads in this experiment: its own (model_datasets) or the experiment's."""
+    own = cfg.experiment.model_datasets.get(model)
+    return str(own["name"]) if own is not None else str(cfg.experiment.dataset)
+
+
+def synthetic_models(cfg: DictConfig) -> list[str]:
+    """The models whose own dataset is synthetic here: benched, never trained (their accuracy would mean nothing)."""
+    return [model for model, own in cfg.experiment.model_datasets.items() if own["synthetic"]]
 
 
 def _overridden_trainer_keys(overrides: list[str]) -> set[str]:
@@ -105,6 +171,30 @@ def _one_line_hydra_error(error: Exception, overrides: list[str], top_level_keys
                 f"(top-level keys: {', '.join(top_level_keys)})"
             )
     return f"invalid overrides {overrides}: {message}"
+
+
+# The bench keys a model may set for its own processes (bench.model_settings): how long a process
+# measures, never which processes the grid holds.
+MODEL_BENCH_KEYS = ("windows", "warmup_steps", "latency_warmup_calls", "latency_calls", "inference_calls",
+                    "infer_batch_size")
+
+
+def _apply_model_bench_settings(cfg: DictConfig) -> DictConfig:
+    """Merge bench.model_settings[<model>] over bench: a large model's processes measure fewer windows and
+    calls (a ResNet-18 step takes seconds on a CPU), the same in every arm."""
+    settings = (cfg.bench.get("model_settings") or {}).get(cfg.model.name)
+    if settings:
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"bench.model_settings.{cfg.model.name}={settings!r} is invalid: accepted is a "
+                              f"mapping of {', '.join(MODEL_BENCH_KEYS)}")
+        unknown = sorted(set(settings.keys()) - set(MODEL_BENCH_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown key '{unknown[0]}' in bench.model_settings.{cfg.model.name}: accepted are "
+                              f"{', '.join(MODEL_BENCH_KEYS)}")
+        OmegaConf.set_struct(cfg, False)
+        cfg.bench = OmegaConf.merge(cfg.bench, settings)
+        OmegaConf.set_struct(cfg, True)
+    return cfg
 
 
 def _apply_model_recipe(cfg: DictConfig, keep: set[str]) -> DictConfig:
@@ -163,24 +253,33 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         split_counts(cfg.dataset)  # a dataset without its real split sizes cannot be imitated
 
 
-def _model_input(config_dir: Path, name: str) -> str:
+def model_input_kind(config_dir: Path, name: str) -> str:
     """The input kind config/model/<name>.yaml takes (image when it does not say)."""
     return OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml").get("input", "image")
 
 
 def _check_model_inputs(cfg: DictConfig, config_dir: Path) -> None:
-    """Every model of the run takes the dataset's kind of input (images, token ids, user-item pairs)."""
-    given = cfg.dataset.get("input", "image")
-    _check_choice(f"dataset {cfg.dataset.name}'s input", given, INPUT_KINDS)
+    """Every model of the run takes its dataset's kind of input (images, token ids, user-item pairs)."""
     names = dict.fromkeys([cfg.model.name, *cfg.experiment.models, *(cfg.bench.get("models") or [])])
     for name in names:
-        model_input = _model_input(config_dir, name)
+        dataset_cfg = _dataset_config(cfg, config_dir, dataset_of(cfg, name))
+        given = dataset_cfg.get("input", "image")
+        _check_choice(f"dataset {dataset_cfg.name}'s input", given, INPUT_KINDS)
+        model_input = model_input_kind(config_dir, name)
         if model_input != given:
             fitting = [option for option in group_options(config_dir, "model")
-                       if _model_input(config_dir, option) == given]
-            raise ConfigError(f"model {name!r} takes {model_input} input but dataset {cfg.dataset.name!r} gives "
-                              f"{given}: accepted models for it are {', '.join(fitting) or 'none yet'}")
-        _check_model_fits_dataset(OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml"), cfg.dataset)
+                       if model_input_kind(config_dir, option) == given]
+            raise ConfigError(f"model {name!r} takes {model_input} input but dataset {dataset_cfg.name!r} gives "
+                              f"{given}: accepted models for it are {', '.join(fitting) or 'none yet'} "
+                              f"(or give the model a dataset of its own: experiment.model_datasets)")
+        _check_model_fits_dataset(OmegaConf.load(Path(config_dir) / "model" / f"{name}.yaml"), dataset_cfg)
+
+
+def _dataset_config(cfg: DictConfig, config_dir: Path, name: str) -> DictConfig:
+    """The composed dataset (overrides applied) where it is this one, else its config file."""
+    if name == cfg.dataset.name:
+        return cfg.dataset
+    return OmegaConf.load(Path(config_dir) / "dataset" / f"{name}.yaml")
 
 
 # A model's size that must equal its dataset's: (layer kind, the layer's field, the dataset's key).
@@ -225,6 +324,8 @@ def _check_bench(cfg: DictConfig, config_dir: Path) -> None:
         _check_non_negative_int(f"bench.{key}", bench[key])
     for model, entry in (bench.get("model_window_steps") or {}).items():
         _check_model_window_steps(f"bench.model_window_steps.{model}", entry)
+    for model, entry in (bench.get("model_modes") or {}).items():
+        _check_model_modes(f"bench.model_modes.{model}", entry)
     models = group_options(config_dir, "model")
     for model in bench.get("models") or []:
         if model not in models:
@@ -256,6 +357,18 @@ def _check_model_window_steps(key: str, entry: object) -> None:
             _check_positive_int(f"{key}.{framework}.{mode}", steps)
 
 
+def _check_model_modes(key: str, entry: object) -> None:
+    """framework -> a list of the framework's modes."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{key}={entry!r} is invalid: accepted is a mapping from {' or '.join(MODES)} to modes")
+    for framework, modes in entry.items():
+        if framework not in MODES or isinstance(modes, (str, Mapping)) or not modes:
+            raise ConfigError(f"{key}.{framework}={modes!r} is invalid: accepted is a framework of "
+                              f"{', '.join(MODES)} with a list of its modes")
+        for mode in modes:
+            check_mode(framework, mode)
+
+
 def _check_positive_number(key: str, value: object) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{key}={value!r} is invalid: accepted is a number > 0")
@@ -277,31 +390,53 @@ def _check_choice(key: str, value: object, accepted: Iterable[str]) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: accepted are {', '.join(accepted)}")
 
 
+def trained_models(cfg: DictConfig) -> list[str]:
+    """experiment.models less those on synthetic data (synthetic_models)."""
+    skipped = set(synthetic_models(cfg))
+    return [model for model in cfg.experiment.models if model not in skipped]
+
+
 def experiment_grid(cfg: DictConfig) -> list[tuple[str, str, int]]:
     """Every (framework, model, seed) training job the experiment asks for."""
     return [
         (framework, model, int(seed))
         for framework in cfg.experiment.frameworks
-        for model in cfg.experiment.models
+        for model in trained_models(cfg)
         for seed in cfg.experiment.seeds
     ]
 
 
+def run_path(cfg: DictConfig, dataset: str, framework: str, model: str, seed) -> Path:
+    """A training run's directory under the dataset it reads (placeholders work: Snakemake passes wildcards)."""
+    return Path(cfg.paths.results) / cfg.experiment.name / dataset / "train" / framework / model / f"seed{seed}"
+
+
 def run_dir(cfg: DictConfig, framework: str, model: str, seed: int) -> Path:
     """Where one training run writes its history, model and checkpoint."""
-    return (
-        Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "train"
-        / framework / model / f"seed{seed}"
-    )
+    return run_path(cfg, dataset_of(cfg, model), framework, model, seed)
+
+
+# Where preprocess writes a dataset's arrays: the real data's, or synthetic arrays of its shapes.
+PROCESSED, SYNTHETIC = "processed", "synthetic"
+
+
+def raw_path(cfg: DictConfig, dataset: str, file: str) -> Path:
+    """A raw file of a dataset (placeholders work: Snakemake passes wildcards)."""
+    return Path(cfg.paths.data) / dataset / "raw" / file
+
+
+def processed_path(cfg: DictConfig, dataset: str, kind: str) -> Path:
+    """A dataset's preprocessed arrays, `kind` PROCESSED or SYNTHETIC (placeholders work)."""
+    return Path(cfg.paths.data) / dataset / kind
 
 
 def raw_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.data) / cfg.dataset.name / "raw"
+    return raw_path(cfg, cfg.dataset.name, "")
 
 
 def processed_dir(cfg: DictConfig) -> Path:
     """The preprocessed arrays; synthetic ones (dataset.synthetic=true) apart, never mistaken for the real ones."""
-    return Path(cfg.paths.data) / cfg.dataset.name / ("synthetic" if cfg.dataset.get("synthetic") else "processed")
+    return processed_path(cfg, cfg.dataset.name, SYNTHETIC if cfg.dataset.get("synthetic") else PROCESSED)
 
 
 def report_dir(cfg: DictConfig) -> Path:

@@ -159,15 +159,24 @@ def all_frameworks(cfg) -> list[str]:
 Variant = tuple  # (framework, model, mode, batch size, threads)
 
 
+def modes_of(cfg, framework: str, model: str) -> list[str]:
+    """The modes a model is benched in on a framework: bench.model_modes[model] where it lists the model
+    (a framework it does not name: none), else bench.modes[framework]."""
+    own = (cfg.bench.get("model_modes") or {}).get(model)
+    if own is not None:
+        return list(own.get(framework) or [])
+    return list(cfg.bench.modes[framework])
+
+
 def bench_grid(cfg) -> list[Variant]:
     """Every (framework, model, mode, batch size, threads) bench variant: bench frameworks x models x
-    bench.modes[framework] x batch sizes x thread counts."""
+    their modes (modes_of) x batch sizes x thread counts."""
     sizes, counts = batch_sizes(cfg), thread_counts(cfg)
     return [
         (framework, model, mode, batch_size, threads)
         for framework in bench_frameworks(cfg)
         for model in bench_models(cfg)
-        for mode in cfg.bench.modes[framework]
+        for mode in modes_of(cfg, framework, model)
         for batch_size in sizes
         for threads in counts
     ]

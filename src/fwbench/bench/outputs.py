@@ -19,7 +19,8 @@ JOB_RECORD_SUFFIX = ".job.yaml"
 SCHEMA = {
     # identity
     "experiment": "experiment name (config experiment.name)",
-    "dataset": "dataset name",
+    "dataset": "dataset name (the model's own where experiment.model_datasets gives it one)",
+    "synthetic": "true where the dataset's arrays are synthetic (seeded, of the real shapes): speed and memory only",
     "framework": "tf | torch",
     "model": "model name (config/model)",
     "mode": "execution mode, see MODES",
@@ -118,7 +119,8 @@ PROCESS_COLUMNS = (*GROUP_COLUMNS, "replicate")
 
 
 def bench_dir(cfg) -> Path:
-    return Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / "bench"
+    """The experiment's bench files, under its dataset (experiment.dataset), whatever dataset a model reads."""
+    return Path(cfg.paths.results) / cfg.experiment.name / cfg.experiment.dataset / "bench"
 
 
 def job_rows_path(cfg, framework: str, model: str, mode: str, batch_size, threads, replicate) -> Path:

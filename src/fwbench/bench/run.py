@@ -272,6 +272,7 @@ def job_values(cfg, job, plan: TrainingPlan, adapter, train: TrainingResult, env
     return {
         "experiment": cfg.experiment.name,
         "dataset": cfg.dataset.name,
+        "synthetic": bool(cfg.dataset.get("synthetic", False)),
         "framework": job.framework,
         "model": job.model,
         "mode": job.mode,

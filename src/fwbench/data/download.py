@@ -99,12 +99,20 @@ def dataset_files(dataset_cfg) -> list:
     return list((dataset_cfg.get("files") or {}).values())
 
 
-def download_dataset(dataset_cfg, dest_dir: Path) -> list[Path]:
-    """Download every file of dataset_files; a dataset without any (digits, synthetic data) yields []."""
+def download_dataset(dataset_cfg, dest_dir: Path, only: str | None = None) -> list[Path]:
+    """Download every file of dataset_files, or the one named `only`; a dataset without any (digits,
+    synthetic data) yields []."""
     mirrors = [str(m) for m in dataset_cfg.get("mirrors") or []]
     verify = str(dataset_cfg.get("verify", "archive"))
+    specs = dataset_files(dataset_cfg)
+    if only is not None:
+        names = [str(spec["name"]) for spec in specs]
+        if only not in names:
+            raise ConfigError(f"download_file={only!r} is not a file of dataset {dataset_cfg.name!r}: accepted are "
+                              f"{', '.join(names) or 'none (nothing to download)'}")
+        specs = [spec for spec in specs if spec["name"] == only]
     paths = []
-    for spec in dataset_files(dataset_cfg):
+    for spec in specs:
         paths.append(download_file(str(spec["name"]), mirrors, Path(dest_dir), str(spec["sha256"]), verify))
     return paths
 

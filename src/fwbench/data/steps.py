@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 def download_step(cfg: DictConfig) -> None:
-    paths = download_dataset(cfg.dataset, raw_dir(cfg))
+    """The dataset's files, or the one named by `download_file` (the pipeline runs a job per file)."""
+    paths = download_dataset(cfg.dataset, raw_dir(cfg), only=cfg.download_file)
     log.info("%d verified file(s) in %s", len(paths), raw_dir(cfg))
 
 

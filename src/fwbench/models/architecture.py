@@ -29,6 +29,8 @@ FLOPS_PER_MULTIPLY_ADD = 2
 LSTM_GATES = 4
 # The dtype of a model's input, by its input kind (config/model: input).
 INPUT_DTYPES = {"image": "float32", "tokens": "int32", "user_item": "int32"}
+# The workload a model belongs to, by its input kind: the report groups its tables by it, in this order.
+WORKLOADS = {"image": "vision", "tokens": "text", "user_item": "recommendation"}
 # Batch norm and layer norm constants set explicitly in every framework (their defaults differ).
 BATCH_NORM_MOMENTUM = 0.9
 NORM_EPSILON = 1e-5

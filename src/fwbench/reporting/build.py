@@ -16,10 +16,10 @@ from fwbench.bench.grid import all_frameworks, bench_models, bench_only_framewor
 from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
-from fwbench.config import report_dir
+from fwbench.config import dataset_of, model_input_kind, report_dir, trained_models
 from fwbench.errors import DataError
 from fwbench.frameworks import registry as frameworks
-from fwbench.models.architecture import flatten_size
+from fwbench.models.architecture import WORKLOADS, flatten_size
 from fwbench.reporting import figures, sweep_report
 from fwbench.reporting.cells import fmt, over_processes_cell
 from fwbench.runtime import git_state
@@ -196,6 +196,50 @@ def within_cv_cell(group: pd.DataFrame, metric: str) -> str:
     return fmt(100 * cv, 1) if math.isfinite(cv) else "n/a"
 
 
+def workload_of(config_dir: Path, model: str) -> str:
+    return WORKLOADS[model_input_kind(config_dir, model)]
+
+
+def by_workload(config_dir: Path, models: list[str]) -> list[str]:
+    """The models grouped by workload (vision, text, recommendation), each group in the experiment's order."""
+    order = list(WORKLOADS.values())
+    return sorted(models, key=lambda model: (order.index(workload_of(config_dir, model)), models.index(model)))
+
+
+def is_synthetic(cfg: DictConfig, model: str) -> bool:
+    own = cfg.experiment.model_datasets.get(model)
+    return bool(own["synthetic"]) if own is not None else bool(cfg.dataset.get("synthetic", False))
+
+
+def model_size(model: str, training: pd.DataFrame, bench: pd.DataFrame | None, column: str) -> str:
+    """A model's parameter count or FLOPs per sample as its rows recorded them (bench rows have both)."""
+    for table in (bench, training):
+        if table is not None and column in table.columns:
+            values = table.loc[table["model"] == model, column].dropna()
+            if len(values):
+                return f"{int(values.iloc[0]):,}" if column == "parameter_count" else f"{float(values.iloc[0]):.3g}"
+    return "n/a"
+
+
+def workloads_section(cfg: DictConfig, config_dir: Path, models: list[str], trained: list[str],
+                      training: pd.DataFrame, bench: pd.DataFrame | None) -> Section:
+    """Which model is which workload, on which data, trained or only benched, and its size."""
+    rows = []
+    for model in models:
+        data = dataset_of(cfg, model) + (" (synthetic)" if is_synthetic(cfg, model) else "")
+        rows.append([workload_of(config_dir, model), model, data, "yes" if model in trained else "no",
+                     model_size(model, training, bench, "parameter_count"),
+                     model_size(model, training, bench, "flops_per_sample")])
+    return Section(
+        "workloads", "Workloads",
+        ["The models of this run by workload, the data each reads, and their size (trainable parameters, "
+         "analytic forward FLOPs per sample). Synthetic data is seeded arrays of the real dataset's shapes and "
+         "dtypes: it carries no signal, so a model on it is benched (speed and memory) but never trained, and "
+         "every bench row of it is marked '(synthetic data)'."],
+        [Table(["workload", "model", "data", "trained", "parameters", "FLOPs per sample"], rows)],
+    )
+
+
 def variant_groups(bench: pd.DataFrame, models: list[str]):
     """((model, framework, mode), rows) per variant in report order: the experiment's models, then the registry's
     frameworks, then each framework's modes (the table itself is in the schedule's shuffled order)."""
@@ -214,7 +258,9 @@ def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], withi
     CV, and (for metrics measured per window) the within-process CV."""
     rows = []
     for (model, framework, mode), group in variant_groups(bench, models):
-        cells = [model, frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
+        synthetic = "synthetic" in group.columns and bool(group["synthetic"].any())
+        label = f"{model} (synthetic data)" if synthetic else model
+        cells = [label, frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
             cells += [over_processes_cell(group, metric, digits), cv_percent(process_means(group, metric))]
             if within:
@@ -370,7 +416,7 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
     facts = [
         ["git commit", git_state()["git_commit"]],
         ["command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
-        ["experiment / dataset", f"{cfg.experiment.name} / {cfg.dataset.name}"],
+        ["experiment / dataset", f"{cfg.experiment.name} / {cfg.experiment.dataset}"],
         ["machine", f"{machine['cpu_model']}, {machine['cpu_count']} cores, {machine['platform']}"],
         ["device(s)", ", ".join(sorted(set(training["device"])))],
         ["python", machine["python"]],
@@ -425,7 +471,8 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     if bench is not None and bench.empty:
         raise DataError(f"the bench table has no rows at the reference setting (batch {reference[0]}, "
                         f"{reference[1]} threads): rerun the bench with this config")
-    models = list(cfg.experiment.models)
+    models = by_workload(config_dir, trained_models(cfg))
+    benched = by_workload(config_dir, bench_models(cfg))
     bench_only = bench_only_frameworks(cfg)
     accuracy = training[list(claim_catalogue.ACCURACY_COLUMNS)]
     margins = claim_catalogue.Margins(cfg.claims.speed_margin, cfg.claims.memory_margin, cfg.claims.accuracy_margin)
@@ -442,9 +489,10 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         *([warning] if warning else []),
         summary_section(claim_results, margins, confidence),
         controls_section(controls, margins),
+        workloads_section(cfg, config_dir, list(dict.fromkeys([*models, *benched])), models, training, bench),
         accuracy_section(training, curves, models, figure_dir, bench_only),
         time_to_accuracy_section(training, models),
-        *bench_sections(bench, figure_dir, bench_models(cfg)),
+        *bench_sections(bench, figure_dir, benched),
         *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
         export_section(exports, models, bench_only),
@@ -453,7 +501,9 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         provenance_section(cfg, runs, training, bench_all, tracking_summary(cfg)),
     ]
     arms = ", ".join(frameworks.display_name(name) for name in all_frameworks(cfg))
-    title = f"fwbench: {arms} — {cfg.experiment.name} experiment on {cfg.dataset.name}"
+    others = sorted({dataset_of(cfg, model) for model in benched} - {cfg.experiment.dataset})
+    datasets = cfg.experiment.dataset + (f" (and {', '.join(others)}: see Workloads)" if others else "")
+    title = f"fwbench: {arms} — {cfg.experiment.name} experiment on {datasets}"
     outputs = {"html": out_dir / "comparison.html", "markdown": out_dir / "comparison.md",
                "results": out_dir / "results.csv", "claims": out_dir / CLAIMS_TABLE}
     write_text_atomic(outputs["results"], results_long(training, bench_all).to_csv(index=False))

@@ -69,8 +69,8 @@ STATUS_KILLED = "KILLED"
 
 
 def parent_run_file(cfg: DictConfig) -> Path:
-    """The parent-run file of an experiment and dataset: the start_tracking rule's output."""
-    return Path(cfg.paths.results) / cfg.experiment.name / cfg.dataset.name / PARENT_FILE
+    """The parent-run file of an experiment and its dataset: the start_tracking rule's output."""
+    return Path(cfg.paths.results) / cfg.experiment.name / cfg.experiment.dataset / PARENT_FILE
 
 
 def tracking_env(rule_name: str) -> str:

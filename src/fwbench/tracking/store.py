@@ -59,7 +59,7 @@ class TrackingError(FwbenchError):
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    return f"{EXPERIMENT_PREFIX}/{cfg.experiment.name}/{cfg.dataset.name}"
+    return f"{EXPERIMENT_PREFIX}/{cfg.experiment.name}/{cfg.experiment.dataset}"
 
 
 def embedded_store(mlflow_dir: Path) -> tuple[str, Path]:
