@@ -401,3 +401,15 @@ def test_fashion_mnist_labels_from_local_mirror(tmp_path):
         assert sha256_bytes(gzip.decompress(path.read_bytes())) == spec.sha256
         labels = read_idx(path, expected_dims=(None,))
         assert labels.shape == (count,) and labels.max() == cfg.num_classes - 1
+
+
+def test_hit_ratio_counts_users_whose_held_out_item_ranks_in_the_top_k():
+    from fwbench.training.metrics import hit_ratio
+
+    # Two users of 4 candidates each (held-out item first); scores are logit[1] - logit[0].
+    scores = np.array([0.9, 0.1, 0.5, 0.2,    # user 0: held-out item ranks 1st
+                       0.3, 0.8, 0.7, 0.1])   # user 1: ranks 3rd
+    logits = np.stack([np.zeros_like(scores), scores], axis=1)
+    assert hit_ratio(logits, 4, k=1) == 0.5
+    assert hit_ratio(logits, 4, k=2) == 0.5
+    assert hit_ratio(logits, 4, k=3) == 1.0

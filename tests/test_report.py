@@ -98,7 +98,7 @@ def test_throughput_table_shows_the_between_and_within_process_spread(tmp_path):
 
     # Rows come in the schedule's order (torch first here); the table lists them in report order.
     bench = bench_rows({("torch", "eager"): [[100, 100], [100, 100]], ("tf", "graph"): [[100, 110], [200, 220]]})
-    section = bench_sections(bench, tmp_path, ["convnet"])[0]
+    section = bench_sections(bench, tmp_path, {"convnet": "convnet"})[0]
     assert section.anchor == "throughput"
     table = section.tables[0]
     assert table.header[3:] == ["processes", "samples/s, mean [95 % CI]", "between CV %", "within CV %"]

@@ -216,3 +216,18 @@ def test_sweep_bench_jobs_ask_for_their_threads_as_cpus_per_task(tmp_path):
         resources = dict(re.findall(r"(\w+)=([\w.-]+)", re.search(r"^\s+resources: (.*)$", block, flags=re.M).group(1)))
         asked.add((wildcards["nthreads"], resources["cpus_per_task"]))
     assert asked == {("1", "1"), ("2", "2")}
+
+
+def test_the_large_models_jobs_ask_for_a_gpu(tmp_path):
+    """default's resnet18 and transformer bench jobs (and scale's training of them) get a GPU on the cluster."""
+    for experiment, rule in (("default", "bench"), ("scale", "bench")):
+        result = run_snakemake("--profile", str(PROFILE), "-n", "--config", f"experiment={experiment}",
+                               "overrides=" + " ".join(path_overrides(tmp_path)), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        blocks = [block for block in re.split(r"^rule ", result.stdout, flags=re.M)[1:]
+                  if block.startswith(f"{rule}:") and re.search(r"model=(resnet18|transformer),", block)]
+        assert len(blocks) == 12, experiment  # 2 models x (tf graph, torch eager) x 3 replicates
+        for block in blocks:
+            resources = dict(item.split("=", 1) for item in
+                             re.search(r"^\s+resources: (.*)$", block, flags=re.M).group(1).split(", "))
+            assert resources["gpu"] == "1", block

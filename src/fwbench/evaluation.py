@@ -12,7 +12,7 @@ from fwbench.data.preprocess import load_split, read_manifest
 from fwbench.export import export_and_reload
 from fwbench.runtime import scheduler_info, write_json_atomic
 from fwbench.tracking.runs import child_run
-from fwbench.training.metrics import classification_report
+from fwbench.training.metrics import classification_report, hit_ratio
 from fwbench.training.run import MODEL_DIR, configure_framework, run_identity
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
                                                    manifest["num_classes"])
         logits = predict(x_test, cfg.trainer.eval_batch_size)
         metrics = {**run_identity(cfg), **classification_report(logits, y_test, manifest["num_classes"])}
+        if manifest.get("candidates_per_user"):  # a leave-one-out ranking test split (MovieLens)
+            k = int(cfg.dataset.hit_ratio_k)
+            metrics[f"test_hit_ratio_at_{k}"] = hit_ratio(logits, int(manifest["candidates_per_user"]), k)
         metrics["device"] = device
         metrics["scheduler"] = scheduler_info()
         metrics["class_names"] = list(manifest.get("class_names", []))
@@ -47,6 +50,7 @@ def evaluate_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
         tracked.log_metrics({
             "test_accuracy": metrics["test_accuracy"],
             "test_loss": metrics["test_loss"],
+            **{key: value for key, value in metrics.items() if key.startswith("test_hit_ratio")},
             **{f"test_class_accuracy/{name}": value for name, value in zip(class_names, metrics["per_class_accuracy"])},
             **{f"export/{key}": value for key, value in metrics["export"].items() if key != "export_format"},
         })

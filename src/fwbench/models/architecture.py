@@ -14,6 +14,9 @@ every builder passes it explicitly: batch norm's momentum (Keras' convention:
 moving = momentum * moving + (1 - momentum) * batch; torch's is 1 - this) and
 epsilon, layer norm's epsilon, the LSTM's one bias per gate (torch adds two:
 it holds the second at zero, untrained), biases on every attention projection.
+What no switch sets: torch's batch norm updates its running variance with the
+unbiased batch variance, the other arms with the biased one (a factor n/(n-1),
+n = batch x height x width, at least 2,048 at batch 128: under 0.05 %).
 """
 
 from __future__ import annotations

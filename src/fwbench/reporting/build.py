@@ -221,6 +221,12 @@ def model_size(model: str, training: pd.DataFrame, bench: pd.DataFrame | None, c
     return "n/a"
 
 
+def bench_panels(cfg: DictConfig, config_dir: Path, models: list[str]) -> dict[str, str]:
+    """Each benched model's figure panel title: its name, workload and, where so, synthetic data."""
+    return {model: f"{model}\n({workload_of(config_dir, model)}{', synthetic data' if is_synthetic(cfg, model) else ''})"
+            for model in models}
+
+
 def workloads_section(cfg: DictConfig, config_dir: Path, models: list[str], trained: list[str],
                       training: pd.DataFrame, bench: pd.DataFrame | None) -> Section:
     """Which model is which workload, on which data, trained or only benched, and its size."""
@@ -274,7 +280,9 @@ BENCH_TEXT = ("Every number is the mean over the variant's processes (each proce
               "new process moves), 'within CV' the mean CV of the windows inside one process.")
 
 
-def bench_sections(bench: pd.DataFrame | None, figure_dir: Path, models: list[str]) -> list[Section]:
+def bench_sections(bench: pd.DataFrame | None, figure_dir: Path, panels: dict[str, str]) -> list[Section]:
+    """The speed and memory tables and figures; `panels`: model -> its figure panel's title, in report order."""
+    models = list(panels)
     specs = [
         ("throughput", "Training throughput by mode", [("train_samples_per_s", 0)], True,
          ["samples/s, mean [95 % CI]"], "train_samples_per_s", "training throughput (samples/s)", False,
@@ -302,7 +310,7 @@ def bench_sections(bench: pd.DataFrame | None, figure_dir: Path, models: list[st
     sections = []
     for anchor, title, metrics, within, headers, figure_metric, ylabel, log_scale, text in specs:
         figure_path = figure_dir / FIGURES[anchor.replace("-", "_")]
-        figure = figures.bench_figure(bench, figure_metric, ylabel, title, figure_path, log_scale)
+        figure = figures.bench_figure(bench, figure_metric, ylabel, title, figure_path, log_scale, panels)
         if bench is None:
             sections.append(Section(anchor, title, ["Not measured in this run: no bench results."], [], [(figure, title)]))
             continue
@@ -492,7 +500,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         workloads_section(cfg, config_dir, list(dict.fromkeys([*models, *benched])), models, training, bench),
         accuracy_section(training, curves, models, figure_dir, bench_only),
         time_to_accuracy_section(training, models),
-        *bench_sections(bench, figure_dir, benched),
+        *bench_sections(bench, figure_dir, bench_panels(cfg, config_dir, benched)),
         *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
         export_section(exports, models, bench_only),

@@ -80,11 +80,13 @@ def learning_curves_figure(curves: pd.DataFrame, models: list[str], path: Path) 
 
 
 def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: str, path: Path,
-                 log_scale: bool = False) -> Path:
-    """Mean over processes per framework:mode, one panel per model; error bars span the process means."""
+                 log_scale: bool = False, panels: dict[str, str] | None = None) -> Path:
+    """Mean over processes per framework:mode, one panel per model (`panels`: model -> panel title, in panel
+    order; default: the table's models, titled by name); error bars span the process means."""
     if bench is None or bench.empty or metric not in bench.columns:
         return _empty(path, f"{title}: not measured in this run")
-    models = list(dict.fromkeys(bench["model"]))
+    panels = panels or {model: model for model in dict.fromkeys(bench["model"])}
+    models = [model for model in panels if (bench["model"] == model).any()]
     fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.4), squeeze=False)
     for ax, model in zip(axes[0], models):
         rows = bench[bench["model"] == model]
@@ -102,7 +104,7 @@ def bench_figure(bench: pd.DataFrame | None, metric: str, ylabel: str, title: st
         for bar, hatch in zip(bars, hatches):
             bar.set_hatch(hatch)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_title(model)
+        ax.set_title(panels[model], fontsize="medium")
         ax.set_ylabel(ylabel)
         if log_scale:
             ax.set_yscale("log")

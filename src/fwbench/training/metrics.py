@@ -22,6 +22,18 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+def hit_ratio(logits: np.ndarray, candidates_per_user: int, k: int) -> float:
+    """Leave-one-out hit ratio @ k (He et al., 2017) of a two-class (not interacted, interacted) model.
+
+    The rows come in blocks of `candidates_per_user`, one block per user: its held-out item first,
+    then items the user never rated. A user is a hit when fewer than k of its candidates score above
+    the held-out item (ties count for it); the score is the log-odds of "interacted".
+    """
+    scores = (logits[:, 1] - logits[:, 0]).astype(np.float64).reshape(-1, candidates_per_user)
+    ranked_above = (scores[:, 1:] > scores[:, :1]).sum(axis=1)
+    return float((ranked_above < k).mean())
+
+
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
