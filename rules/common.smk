@@ -79,7 +79,10 @@ OVERRIDES_ARG = shlex.join(HYDRA_OVERRIDES)
 EXPERIMENT = CFG.experiment.name
 # The experiment's dataset: it names the bench files, the MLflow parent run and the report's logs.
 DATASET = CFG.experiment.dataset
-GRID = experiment_grid(CFG)
+try:
+    GRID = experiment_grid(CFG)
+except FwbenchError as error:
+    raise WorkflowError(f"fwbench: invalid config: {error}") from None
 
 
 def dataset_readers():

@@ -121,3 +121,15 @@ def test_bad_model_settings_are_one_line(entry, message):
     with pytest.raises(ConfigError) as caught:
         compose(f"+bench.model_settings={entry}", "model=lstm")
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_run_whose_every_model_reads_synthetic_data_is_refused_before_any_job(tmp_path):
+    from conftest import redirected_paths, run_snakemake
+
+    overrides = " ".join([*redirected_paths(tmp_path), "dataset=cifar10", "dataset.synthetic=true",
+                          "bench.models=null", "experiment.models=[convnet]"])
+    result = run_snakemake("-n", "--config", f"overrides={overrides}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "every model of experiment.models (convnet) reads synthetic data" in result.stdout + result.stderr
+    with pytest.raises(ConfigError, match="benched but never trained"):
+        experiment_grid(compose_config(CONFIG_DIR, ["dataset=cifar10", "dataset.synthetic=true", "model=convnet"]))

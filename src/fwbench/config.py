@@ -60,19 +60,21 @@ def compose_config(config_dir: Path, overrides: Iterable[str] = ()) -> DictConfi
     names one (experiment.model_datasets), merge the per-model recipe, validate.
 
     `experiment.dataset` is set to the experiment's dataset (`dataset=`), which names the
-    experiment's own files (bench, MLflow parent run) in every job, whatever dataset its model reads.
+    experiment's own files (bench, MLflow parent run) in every job, whatever dataset its model reads,
+    and `experiment.synthetic` to whether that dataset is synthetic.
     """
     config_dir = Path(config_dir).resolve()
     overrides = list(overrides)
     _check_group_choices(config_dir, overrides)
     cfg = _compose(config_dir, overrides)
-    experiment_dataset = str(cfg.dataset.name)
+    experiment_dataset, experiment_synthetic = str(cfg.dataset.name), cfg.dataset.get("synthetic", False)
     model_datasets = _resolved_model_datasets(cfg, config_dir)
     own = model_datasets.get(str(cfg.model.name))
     if own is not None:
         cfg = _compose(config_dir, [*overrides, f"dataset={own['name']}"])
     OmegaConf.set_struct(cfg, False)
     cfg.experiment.dataset = experiment_dataset
+    cfg.experiment.synthetic = experiment_synthetic
     cfg.experiment.model_datasets = model_datasets
     if own is not None:
         cfg.dataset.synthetic = own["synthetic"]
@@ -132,9 +134,10 @@ def dataset_of(cfg: DictConfig, model: str) -> str:
     return str(own["name"]) if own is not None else str(cfg.experiment.dataset)
 
 
-def synthetic_models(cfg: DictConfig) -> list[str]:
-    """The models whose own dataset is synthetic here: benched, never trained (their accuracy would mean nothing)."""
-    return [model for model, own in cfg.experiment.model_datasets.items() if own["synthetic"]]
+def is_synthetic(cfg: DictConfig, model: str) -> bool:
+    """Whether `model` reads synthetic data here (its own dataset's flag, else the experiment's dataset's)."""
+    own = cfg.experiment.model_datasets.get(model)
+    return bool(own["synthetic"]) if own is not None else bool(cfg.experiment.synthetic)
 
 
 def _overridden_trainer_keys(overrides: list[str]) -> set[str]:
@@ -251,6 +254,7 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
         raise ConfigError(f"dataset.synthetic={synthetic!r} is invalid: accepted are true, false")
     if synthetic:
         split_counts(cfg.dataset)  # a dataset without its real split sizes cannot be imitated
+
 
 
 def model_input_kind(config_dir: Path, name: str) -> str:
@@ -391,13 +395,16 @@ def _check_choice(key: str, value: object, accepted: Iterable[str]) -> None:
 
 
 def trained_models(cfg: DictConfig) -> list[str]:
-    """experiment.models less those on synthetic data (synthetic_models)."""
-    skipped = set(synthetic_models(cfg))
-    return [model for model in cfg.experiment.models if model not in skipped]
+    """experiment.models less those on synthetic data: benched, never trained (their accuracy would mean nothing)."""
+    return [model for model in cfg.experiment.models if not is_synthetic(cfg, model)]
 
 
 def experiment_grid(cfg: DictConfig) -> list[tuple[str, str, int]]:
-    """Every (framework, model, seed) training job the experiment asks for."""
+    """Every (framework, model, seed) training job the experiment asks for; the report needs one at least."""
+    if not trained_models(cfg):
+        raise ConfigError(f"every model of experiment.models ({', '.join(cfg.experiment.models)}) reads synthetic "
+                          "data, which is benched but never trained: accepted is at least one model on real data "
+                          "(dataset.synthetic=false, or synthetic: false in experiment.model_datasets)")
     return [
         (framework, model, int(seed))
         for framework in cfg.experiment.frameworks

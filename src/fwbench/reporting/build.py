@@ -16,7 +16,7 @@ from fwbench.bench.grid import all_frameworks, bench_models, bench_only_framewor
 from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
 from fwbench.bench.timing import coefficient_of_variation
-from fwbench.config import dataset_of, model_input_kind, report_dir, trained_models
+from fwbench.config import dataset_of, is_synthetic, model_input_kind, report_dir, trained_models
 from fwbench.errors import DataError
 from fwbench.frameworks import registry as frameworks
 from fwbench.models.architecture import WORKLOADS, flatten_size
@@ -204,11 +204,6 @@ def by_workload(config_dir: Path, models: list[str]) -> list[str]:
     """The models grouped by workload (vision, text, recommendation), each group in the experiment's order."""
     order = list(WORKLOADS.values())
     return sorted(models, key=lambda model: (order.index(workload_of(config_dir, model)), models.index(model)))
-
-
-def is_synthetic(cfg: DictConfig, model: str) -> bool:
-    own = cfg.experiment.model_datasets.get(model)
-    return bool(own["synthetic"]) if own is not None else bool(cfg.dataset.get("synthetic", False))
 
 
 def model_size(model: str, training: pd.DataFrame, bench: pd.DataFrame | None, column: str) -> str:

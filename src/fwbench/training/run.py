@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench.config import processed_dir, run_dir
 from fwbench.data.preprocess import load_split, read_manifest
+from fwbench.errors import ConfigError
 from fwbench.frameworks import registry as frameworks
 from fwbench.runtime import machine_info, package_versions, scheduler_info, write_json_atomic
 from fwbench.tracking.runs import child_run
@@ -49,6 +50,9 @@ def train_variant(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     Runs as an MLflow child run: per-epoch metrics, history.json and the model
     go there too, and history.json names the run (mlflow_run_id).
     """
+    if cfg.dataset.get("synthetic", False):
+        raise ConfigError(f"model {cfg.model.name!r} reads synthetic {cfg.dataset.name} data here, which carries no "
+                          "signal: it is benched, never trained; accepted is real data (dataset.synthetic=false)")
     out_dir = Path(out_dir) if out_dir else run_dir(cfg, cfg.framework.name, cfg.model.name, cfg.seed)
     with child_run(cfg, "train") as tracked:
         framework = configure_framework(cfg)
