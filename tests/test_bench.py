@@ -918,4 +918,4 @@ def test_gpu_bench_runs_the_grid_with_only_the_device_mocked(smoke_data, monkeyp
     }
     assert "Fake GPU 9000" in (folder / "device.json").read_text()
     _, schedule = read_csv_rows(folder / "bench_schedule.csv")
-    assert len(schedule) == len({(row["framework"], row["mode"], row["replicate"]) for row in rows})
+    assert len(schedule) == len({(row["framework"], row["model"], row["mode"], row["replicate"]) for row in rows})
