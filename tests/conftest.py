@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -20,9 +21,10 @@ BIN_DIR = Path(sys.executable).parent
 MODEL_DATASETS = {"resnet18": "cifar10", "transformer": "imdb", "lstm": "imdb", "ncf": "movielens_100k"}
 
 
+@functools.lru_cache(maxsize=None)
 def model_and_dataset(name: str):
     """The model group `name` (config/model/<name>.yaml) and its dataset (MODEL_DATASETS, else
-    fashion_mnist), composed as the pipeline composes them."""
+    fashion_mnist), composed as the pipeline composes them; composed once per model (callers only read them)."""
     from fwbench.config import compose_config
 
     dataset = MODEL_DATASETS.get(name, "fashion_mnist")
