@@ -124,6 +124,21 @@ def test_every_window_is_listed_in_the_order_the_processes_ran():
     assert [row[8] for row in table.rows] == ["100, 110, 120", "90, 95, 97"]
 
 
+def test_a_process_on_synthetic_data_is_marked_in_every_window_and_in_the_claims():
+    from fwbench.config import compose_config
+    from fwbench.reporting.build import synthetic_note, windows_section
+
+    bench = bench_rows({("tf", "graph"): [[100, 110]], ("torch", "eager"): [[90, 95]]})
+    bench["synthetic"] = bench["framework"] == "torch"
+    (table,) = windows_section(bench).tables
+    assert [row[2] for row in table.rows] == ["convnet", "convnet" + SYNTHETIC_MARK]
+
+    cfg = compose_config(PROJECT_ROOT / "config", ["experiment=default"])
+    (note,) = synthetic_note(cfg, ["linear", "resnet18", "transformer"])
+    assert note.startswith("Conditions on resnet18, transformer were measured on synthetic data")
+    assert synthetic_note(cfg, ["linear", "convnet"]) == []
+
+
 def report_sections(tmp_path, bench):
     """The sections build_report would write for these bench rows (controls, warning and all)."""
     from fwbench.claims import Margins, evaluate_controls

@@ -59,7 +59,8 @@ def model_framework_groups(table: pd.DataFrame, models: list[str]):
 
 # --- sections -----------------------------------------------------------------
 
-def summary_section(results: list, margins: claim_catalogue.Margins, confidence: float) -> Section:
+def summary_section(results: list, margins: claim_catalogue.Margins, confidence: float,
+                    synthetic: list[str]) -> Section:
     rows = []
     for result in results:
         if result.status == claim_catalogue.NOT_MEASURED:
@@ -82,7 +83,7 @@ def summary_section(results: list, margins: claim_catalogue.Margins, confidence:
          f"±{100 * margins.accuracy:g} points. A condition is 'supported' when its whole interval lies beyond "
          "the margin in the claimed direction, 'contradicted' when it lies beyond it the other way, "
          "'no meaningful difference' when it lies wholly inside the margin, 'inconclusive' otherwise. The "
-         "verdict cell counts conditions; the detail column says where the verdict flips."],
+         "verdict cell counts conditions; the detail column says where the verdict flips.", *synthetic],
         [Table(["claim", "the article says", "verdict (conditions)", "detail"], rows, "claims", verdict_columns=(2,))],
     )
 
@@ -241,6 +242,22 @@ def workloads_section(cfg: DictConfig, config_dir: Path, models: list[str], trai
     )
 
 
+def bench_model_label(rows: pd.DataFrame) -> str:
+    """One process's or variant's model name, marked '(synthetic data)' where its rows were measured on it."""
+    model = rows["model"].iloc[0]
+    synthetic = "synthetic" in rows.columns and bool(rows["synthetic"].any())
+    return f"{model} (synthetic data)" if synthetic else model
+
+
+def synthetic_note(cfg: DictConfig, models: list[str]) -> list[str]:
+    """The sentence that marks the claims' conditions on synthetic data, or none when every model read real data."""
+    synthetic = [model for model in models if is_synthetic(cfg, model)]
+    if not synthetic:
+        return []
+    return [f"Conditions on {', '.join(synthetic)} were measured on synthetic data (seeded arrays of the real "
+            "dataset's shapes, see Workloads): speed and memory only, no accuracy."]
+
+
 def variant_groups(bench: pd.DataFrame, models: list[str]):
     """((model, framework, mode), rows) per variant in report order: the experiment's models, then the registry's
     frameworks, then each framework's modes (the table itself is in the schedule's shuffled order)."""
@@ -259,9 +276,7 @@ def bench_metric_rows(bench: pd.DataFrame, metrics: list[tuple[str, int]], withi
     CV, and (for metrics measured per window) the within-process CV."""
     rows = []
     for (model, framework, mode), group in variant_groups(bench, models):
-        synthetic = "synthetic" in group.columns and bool(group["synthetic"].any())
-        label = f"{model} (synthetic data)" if synthetic else model
-        cells = [label, frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
+        cells = [bench_model_label(group), frameworks.display_name(framework), mode, str(group["replicate"].nunique())]
         for metric, digits in metrics:
             cells += [over_processes_cell(group, metric, digits), cv_percent(process_means(group, metric))]
             if within:
@@ -326,7 +341,7 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
     for position, group in processes:
         first = group.iloc[0]
         rates = ", ".join(f"{value:,.0f}" for value in group["train_samples_per_s"])
-        rows.append([str(position), str(first["schedule_block"]), first["model"], frameworks.display_name(first["framework"]),
+        rows.append([str(position), str(first["schedule_block"]), bench_model_label(group), frameworks.display_name(first["framework"]),
                      first["mode"], str(first["batch_size"]), str(first["threads"]), str(first["replicate"]), rates,
                      fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1)])
     return Section(
@@ -361,7 +376,7 @@ def export_section(exports: pd.DataFrame | None, models: list[str], bench_only: 
     )
 
 
-def claim_details_section(results: list, confidence: float) -> Section:
+def claim_details_section(results: list, confidence: float, synthetic: list[str]) -> Section:
     frame = claim_catalogue.conditions_frame(results)
     rows = [
         [r.claim, r.label, r.metric, f"{fmt(r.estimate, 3)} [{fmt(r.ci_low, 3)}, {fmt(r.ci_high, 3)}]",
@@ -375,7 +390,7 @@ def claim_details_section(results: list, confidence: float) -> Section:
          f"accuracy) with its {100 * confidence:g} % Welch t interval over independent processes (bench "
          "processes, or seeds), each side's variance moderated by a prior fitted to all groups of the metric "
          "in this run (empirical Bayes; the method column of claims.csv gives the prior's degrees of freedom), "
-         "the number of processes on each side, and the verdict.", *notes],
+         "the number of processes on each side, and the verdict.", *synthetic, *notes],
         [Table(["claim", "condition", "metric", "estimate [95 % CI]", "processes a / b", "verdict"], rows,
                verdict_columns=(5,))],
     )
@@ -485,12 +500,13 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
     controls = claim_catalogue.evaluate_controls(bench, [variant[:3] for variant in control_variants(cfg)],
                                                  confidence=confidence, margins=margins)
     setting_claims = sweep.claims_by_setting(bench_all, confidence, margins) if sweep.is_sweep(bench_all) else []
+    synthetic = synthetic_note(cfg, benched)
     warning = unsteady_warning(controls)
     if warning:
         log.warning("%s", warning.paragraphs[0])
     sections = [
         *([warning] if warning else []),
-        summary_section(claim_results, margins, confidence),
+        summary_section(claim_results, margins, confidence, synthetic),
         controls_section(controls, margins),
         workloads_section(cfg, config_dir, list(dict.fromkeys([*models, *benched])), models, training, bench),
         accuracy_section(training, curves, models, figure_dir, bench_only),
@@ -499,7 +515,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
         *sweep_report.sweep_sections(bench_all, reference, setting_claims, confidence, figure_dir),
         windows_section(bench_all),
         export_section(exports, models, bench_only),
-        claim_details_section(claim_results, confidence),
+        claim_details_section(claim_results, confidence, synthetic),
         article_section(config_dir),
         provenance_section(cfg, runs, training, bench_all, tracking_summary(cfg)),
     ]
