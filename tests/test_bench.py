@@ -50,7 +50,7 @@ TINY_BENCH = ["bench=smoke", "bench.latency_calls=5", "trainer.eval_batch_size=5
 REPORT_COLUMNS = (
     "framework", "model", "mode", "replicate", "window", "windows", "schedule_position", "schedule_block",
     "device", "optimizer", "train_samples_per_s", "peak_anon_train_mb", "rss_anon_baseline_mb",
-    "rss_file_after_train_mb", "background_cpu_share",
+    "rss_file_after_train_mb", "background_cpu_share", "steal_cpu_share",
     "first_step_s", "infer_latency_p50_ms", "infer_latency_p95_ms", "infer_latency_p99_ms",
     "infer_samples_per_s", "peak_rss_train_mb", "peak_device_train_mb", "parameter_count",
     "flops_per_sample", "mlflow_run_id",
@@ -250,6 +250,26 @@ def test_background_cpu_share_is_other_processes_time_over_the_machine(monkeypat
     # 10 s of wall time on 2 CPUs: the machine was busy 16 CPU-s, this process 6 of them.
     readings.update(machine=116.0, own=16.0, wall=60.0)
     assert background.share() == pytest.approx(10.0 / 20.0)
+
+
+def test_steal_share_is_the_hypervisors_time_over_the_machine(monkeypatch, tmp_path):
+    from fwbench.bench import contention
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks.
+    ticks_per_s = contention.os.sysconf("SC_CLK_TCK")
+    stat.write_text(f"cpu  1000 0 100 5000 0 0 0 {2 * ticks_per_s} 0 0\n")
+    monkeypatch.setattr(contention, "PROC_STAT", stat)
+    monkeypatch.setattr(contention, "_own_cpu_seconds", lambda: 0.0)
+    wall = {"now": 50.0}
+    monkeypatch.setattr(contention.time, "perf_counter", lambda: wall["now"])
+    monkeypatch.setattr(contention.os, "cpu_count", lambda: 2)
+    background = contention.BackgroundCpu()
+    # 10 s of wall time on 2 CPUs, 3 s of it stolen: 15 % of the machine, all of it inside `share`.
+    stat.write_text(f"cpu  1000 0 100 5000 0 0 0 {5 * ticks_per_s} 0 0\n")
+    wall["now"] = 60.0
+    assert background.steal_share() == pytest.approx(3.0 / 20.0)
+    assert background.share() == pytest.approx(background.steal_share())  # the only busy time here
 
 
 # Uses 0.5 s of CPU time (process time, whatever the wall clock does).

@@ -91,7 +91,7 @@ def bench_rows(rates_by_process: dict) -> pd.DataFrame:
                              "infer_latency_p50_ms": 1.0, "infer_latency_p95_ms": 1.0, "infer_latency_p99_ms": 1.0,
                              "infer_samples_per_s": 1.0, "peak_rss_train_mb": 900.0, "peak_device_train_mb": float("nan"),
                              "peak_anon_train_mb": 50.0 + replicate, "rss_file_after_train_mb": 400.0,
-                             "background_cpu_share": 0.01, "parameter_count": 34826, "flops_per_sample": 1e6})
+                             "background_cpu_share": 0.01, "steal_cpu_share": 0.0, "parameter_count": 34826, "flops_per_sample": 1e6})
             position += 1
     return with_claim_columns(pd.DataFrame(rows))
 
@@ -145,7 +145,7 @@ def report_sections(tmp_path, bench):
     from fwbench.reporting.build import controls_section, unsteady_warning
 
     controls = evaluate_controls(bench, [("tf", "convnet", "graph"), ("torch", "convnet", "eager")])
-    return unsteady_warning(controls), controls_section(controls, Margins())
+    return unsteady_warning(controls, bench), controls_section(controls, Margins())
 
 
 def test_a_failing_aa_control_puts_a_warning_at_the_top_of_the_report(tmp_path):
@@ -158,6 +158,9 @@ def test_a_failing_aa_control_puts_a_warning_at_the_top_of_the_report(tmp_path):
     assert warning is not None
     text = warning.paragraphs[0]
     assert "too unsteady" in warning.title and "tf:graph even vs odd replicates on convnet" in text
+    # The 8 processes' own account of the machine: none busy (1 % others each), no steal.
+    assert "over 5 % of the machine in 0 of 8 bench processes (at most 1.0 %)" in text
+    assert "steal time, which no process here owns and an idle machine does not remove, at most 0.0 %" in text
     html = render_html("t", [warning, controls])
     assert html.index("too unsteady") < html.index("A/A controls")
     assert "class='warning'" in html

@@ -9,6 +9,11 @@ spent, over the measured phases, as a share of the machine. 0 = nobody else
 ran; 0.5 on 2 cores = another process held a full core throughout. It also
 names the other processes that took the most of it (kernel threads included),
 so a busy job's log says who was busy.
+
+On a virtual machine the hypervisor may run other guests on this machine's
+CPUs: that time is "steal" in /proc/stat, counted in the share (the job lost
+it all the same) and also on its own, since no process of this machine owns
+it and rerunning on an idle machine does not help while the host is busy.
 """
 
 from __future__ import annotations
@@ -21,15 +26,27 @@ from pathlib import Path
 PROC_STAT = Path("/proc/stat")
 # /proc/stat's first line: cpu user nice system idle iowait irq softirq steal guest guest_nice.
 BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (guest is inside user)
+STEAL_FIELD = 7
+# Above this share of the machine taken by other processes, a job's numbers get a warning.
+BUSY_SHARE = 0.05
 
 
-def _machine_busy_seconds() -> float | None:
+def _machine_seconds(indices: tuple[int, ...]) -> float | None:
+    """The machine's CPU seconds so far in these /proc/stat fields (all CPUs); None where it is unreadable."""
     try:
         fields = PROC_STAT.read_text().splitlines()[0].split()[1:]
-        ticks = sum(int(fields[index]) for index in BUSY_FIELDS)
+        ticks = sum(int(fields[index]) for index in indices)
     except (OSError, ValueError, IndexError):
         return None
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float | None:
+    return _machine_seconds(BUSY_FIELDS)
+
+
+def _machine_steal_seconds() -> float | None:
+    return _machine_seconds((STEAL_FIELD,))
 
 
 def _own_cpu_seconds() -> float:
@@ -105,17 +122,28 @@ class BackgroundCpu:
     def __init__(self) -> None:
         self.others = _other_processes_cpu()
         self.machine = _machine_busy_seconds()
+        self.steal = _machine_steal_seconds()
         self.own = _own_cpu_seconds()
         self.wall = time.perf_counter()
 
     def share(self) -> float:
-        """Other processes' CPU time / (wall time x logical CPUs); NaN where /proc/stat is unreadable."""
+        """Other processes' CPU time (steal included) / (wall time x logical CPUs); NaN where /proc/stat is
+        unreadable."""
         machine = _machine_busy_seconds()
         if machine is None or self.machine is None:
             return math.nan
-        wall = time.perf_counter() - self.wall
         other = (machine - self.machine) - (_own_cpu_seconds() - self.own)
-        return max(other, 0.0) / (wall * (os.cpu_count() or 1))
+        return self._of_machine(max(other, 0.0))
+
+    def steal_share(self) -> float:
+        """The hypervisor's steal time / (wall time x logical CPUs): the part of `share` no process here took."""
+        steal = _machine_steal_seconds()
+        if steal is None or self.steal is None:
+            return math.nan
+        return self._of_machine(steal - self.steal)
+
+    def _of_machine(self, cpu_seconds: float) -> float:
+        return cpu_seconds / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1))
 
     def busiest(self, count: int = 3) -> list[tuple[str, int, float]]:
         """The other processes that took the most CPU time since the start: (name, pid, seconds)."""

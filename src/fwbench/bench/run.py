@@ -36,7 +36,7 @@ from fwbench.bench.outputs import (
     schedule_path,
     summary_path,
 )
-from fwbench.bench.contention import BackgroundCpu, describe
+from fwbench.bench.contention import BUSY_SHARE, BackgroundCpu, describe
 from fwbench.bench.memory import AnonPeak, PeakRss, anon_mb
 from fwbench.bench.table import (
     check_no_overlap,
@@ -65,8 +65,6 @@ UNUSED_INTEGRATIONS = ("matplotlib", "sklearn", "pandas")
 LATENCY_QUANTILES = (50, 95, 99)
 MS_PER_S = 1000.0
 LATENCY_BATCH = 1
-# Above this share of the machine taken by other processes, a job's numbers get a warning.
-BUSY_SHARE = 0.05
 # Tag naming the bench job a run was logged for (machine and start time), so it is logged once.
 BENCH_JOB_TAG = "bench_job"
 # The epoch whose sample order (fwbench.training.loop.epoch_order) the bench replays: the first.
@@ -363,7 +361,8 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     log_windows(plan, train.window_s, cfg.trainer.batch_size)
     infer_batch = inference_batch_size(cfg)
     infer = measure_inference(adapter, backend, cfg.bench, x, infer_batch, rss)
-    background_share, background_busiest = background.share(), describe(background.busiest())
+    background_share, steal_share = background.share(), background.steal_share()
+    background_busiest = describe(background.busiest())
     progress.done("inference")
     env = environment(backend, cfg, policy)
     memory = {"rss_method": rss.method, "rss_before_train_mb": rss_before_train,
@@ -371,6 +370,7 @@ def bench_variant(cfg: DictConfig, out_path: Path | None = None) -> list[dict]:
     shapes = {"input_shape": tuple(x.shape[1:]), "num_classes": num_classes}
     times = {
         "background_cpu_share": background_share,
+        "steal_cpu_share": steal_share,
         "background_processes": background_busiest,
         "job_start_unix": job_start, "job_end_unix": time.time(),
         "load_avg_start": load_avg_start, "load_avg_end": os.getloadavg()[0],
@@ -409,17 +409,18 @@ def log_job_summary(rows: list[dict]) -> None:
         "train %.0f samples/s (mean of %d windows), first step %.2f s | "
         "batch-1 latency p50 %.2f ms | inference %.0f samples/s | anonymous memory peak %.1f MiB above the "
         "baseline of %.0f MiB (%d readings) | peak total RSS train %.0f MiB (%s; %.0f MiB of it mapped files) | "
-        "other processes took %.0f%% of the machine",
+        "other processes took %.0f%% of the machine (the hypervisor's steal %.0f%% of it)",
         throughput.mean(), len(rows), first["first_step_s"],
         np.median([row["infer_latency_p50_ms"] for row in rows]),
         np.median([row["infer_samples_per_s"] for row in rows]),
         first["peak_anon_train_mb"], first["rss_anon_baseline_mb"], first["memory_phase_samples"],
         np.median([row["peak_rss_train_mb"] for row in rows]), first["rss_method"], first["rss_file_after_train_mb"],
-        100 * first["background_cpu_share"],
+        100 * first["background_cpu_share"], 100 * first["steal_cpu_share"],
     )
     if first["background_cpu_share"] > BUSY_SHARE:
         log.warning("the machine was busy while this job measured: its numbers are not an idle machine's "
-                    "(busiest other processes: %s)", first["background_processes"] or "none seen")
+                    "(the hypervisor's steal %.0f%% of the machine; busiest other processes: %s)",
+                    100 * first["steal_cpu_share"], first["background_processes"] or "none seen")
 
 
 def aggregate_results(cfg: DictConfig) -> Path:
@@ -437,9 +438,9 @@ def aggregate_results(cfg: DictConfig) -> Path:
     for job in busy.itertuples(index=False):
         seen = job.background_processes if isinstance(job.background_processes, str) else ""  # CSV: empty -> NaN
         log.warning("%s/%s/%s batch %d, %d threads, replicate %d measured on a busy machine: other processes "
-                    "took %.0f%% of it (busiest: %s)", job.framework, job.model, job.mode, job.batch_size,
-                    job.threads, job.replicate,
-                    100 * job.background_cpu_share, seen or "none seen")
+                    "took %.0f%% of it (the hypervisor's steal %.0f%%; busiest: %s)", job.framework, job.model,
+                    job.mode, job.batch_size, job.threads, job.replicate,
+                    100 * job.background_cpu_share, 100 * job.steal_cpu_share, seen or "none seen")
     write_csv_atomic(table, results_path(cfg))
     write_csv_atomic(summarize(table), summary_path(cfg))
     write_csv_atomic(schedule_table(table), schedule_path(cfg))

@@ -30,7 +30,7 @@ WINDOW_METRICS = (
 )
 SCHEDULE_COLUMNS = (
     "schedule_position", "schedule_block", *PROCESS_COLUMNS, "hostname", "job_start_unix", "job_end_unix",
-    "background_cpu_share",
+    "background_cpu_share", "steal_cpu_share",
 )
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fwbench import claims as claim_catalogue
 from fwbench import sweep
+from fwbench.bench.contention import BUSY_SHARE
 from fwbench.bench.grid import all_frameworks, bench_models, bench_only_frameworks, control_variants, reference_setting
 from fwbench.bench.outputs import PROCESS_COLUMNS
 from fwbench.bench.table import process_means, within_process_cv
@@ -107,7 +108,7 @@ def controls_section(controls: claim_catalogue.ControlResults, margins: claim_ca
     )
 
 
-def unsteady_warning(controls: claim_catalogue.ControlResults) -> Section | None:
+def unsteady_warning(controls: claim_catalogue.ControlResults, bench: pd.DataFrame | None) -> Section | None:
     """The report's first section when an A/A control failed: its verdicts are not to be trusted."""
     failed = controls.failed
     if not failed:
@@ -118,9 +119,22 @@ def unsteady_warning(controls: claim_catalogue.ControlResults) -> Section | None
         "unsteady", "Warning: this run's machine was too unsteady for its verdicts",
         [f"An A/A control found a difference between a variant and itself, so this run's machine changed "
          f"more between processes than the intervals allow, and the speed and memory verdicts below may "
-         f"describe the machine rather than the frameworks. Failed: {named}. Rerun on an idle machine."],
+         f"describe the machine rather than the frameworks. Failed: {named}. {contention_note(bench)}"
+         "Rerun on an idle machine."],
         css_class="warning",
     )
+
+
+def contention_note(bench: pd.DataFrame | None) -> str:
+    """What the bench processes saw of other load: how many were busy, and how much of it was the hypervisor's."""
+    if bench is None or "steal_cpu_share" not in bench.columns:  # tables from before steal was recorded
+        return ""
+    processes = bench.drop_duplicates("schedule_position")
+    busy = processes[processes["background_cpu_share"] > BUSY_SHARE]
+    return (f"While they measured, other load took over {100 * BUSY_SHARE:g} % of the machine in {len(busy)} of "
+            f"{len(processes)} bench processes (at most {fmt(100 * processes['background_cpu_share'].max(), 1)} %), "
+            f"the hypervisor's steal time, which no process here owns and an idle machine does not remove, at "
+            f"most {fmt(100 * processes['steal_cpu_share'].max(), 1)} %. ")
 
 
 def dominant_verdict(counts: dict[str, int]) -> str:
@@ -343,15 +357,17 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
         rates = ", ".join(f"{value:,.0f}" for value in group["train_samples_per_s"])
         rows.append([str(position), str(first["schedule_block"]), bench_model_label(group), frameworks.display_name(first["framework"]),
                      first["mode"], str(first["batch_size"]), str(first["threads"]), str(first["replicate"]), rates,
-                     fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1)])
+                     fmt(first["peak_memory_mb"], 1), fmt(100 * first["background_cpu_share"], 1),
+                     fmt(100 * first["steal_cpu_share"], 1)])
     return Section(
         "windows", "Every window, in the order the processes ran",
         ["The schedule (randomised blocks: each block runs every variant once, shuffled) and every timed "
          "window's training throughput, as measured; the intervals above average each process's windows "
-         "first. 'others %' is the share of the machine other processes took while the process measured."],
+         "first. 'others %' is the share of the machine other processes took while the process measured, "
+         "'of it steal %' the part the hypervisor took for other virtual machines (no process here owns it)."],
         [Table(["place", "block", "model", "framework", "mode", "batch", "threads", "replicate",
                 "samples/s of each window",
-                "claimed memory MB", "others %"], rows)],
+                "claimed memory MB", "others %", "of it steal %"], rows)],
     )
 
 
@@ -501,7 +517,7 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
                                                  confidence=confidence, margins=margins)
     setting_claims = sweep.claims_by_setting(bench_all, confidence, margins) if sweep.is_sweep(bench_all) else []
     synthetic = synthetic_note(cfg, benched)
-    warning = unsteady_warning(controls)
+    warning = unsteady_warning(controls, bench)
     if warning:
         log.warning("%s", warning.paragraphs[0])
     sections = [
