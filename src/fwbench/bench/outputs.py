@@ -87,7 +87,7 @@ SCHEMA = {
     "mixed_precision_policy": "Keras dtype policy or torch autocast dtype",
     "hostname": "machine name",
     "background_cpu_share": "CPU time other processes used while the job measured, as a share of the machine (0 = idle)",
-    "steal_cpu_share": "of background_cpu_share, the hypervisor's steal time (other guests on this machine's CPUs), "
+    "steal_cpu_share": "the hypervisor's steal time while the job measured (other guests on this machine's CPUs), "
                        "as a share of the machine; 0 on bare metal",
     "background_processes": "the other processes (kernel threads included) that used the most CPU time while the job "
                             "measured: 'name (pid N) S s', busiest first; processes that ended meanwhile are not seen",

@@ -409,7 +409,7 @@ def log_job_summary(rows: list[dict]) -> None:
         "train %.0f samples/s (mean of %d windows), first step %.2f s | "
         "batch-1 latency p50 %.2f ms | inference %.0f samples/s | anonymous memory peak %.1f MiB above the "
         "baseline of %.0f MiB (%d readings) | peak total RSS train %.0f MiB (%s; %.0f MiB of it mapped files) | "
-        "other processes took %.0f%% of the machine (the hypervisor's steal %.0f%% of it)",
+        "other processes took %.0f%% of the machine, the hypervisor's steal %.0f%%",
         throughput.mean(), len(rows), first["first_step_s"],
         np.median([row["infer_latency_p50_ms"] for row in rows]),
         np.median([row["infer_samples_per_s"] for row in rows]),

@@ -364,10 +364,12 @@ def windows_section(bench: pd.DataFrame | None) -> Section:
         ["The schedule (randomised blocks: each block runs every variant once, shuffled) and every timed "
          "window's training throughput, as measured; the intervals above average each process's windows "
          "first. 'others %' is the share of the machine other processes took while the process measured, "
-         "'of it steal %' the part the hypervisor took for other virtual machines (no process here owns it)."],
+         "'steal %' the share the hypervisor took for other virtual machines (steal time: no process here "
+         "owns it; it is in the busy time 'others %' is computed from, though a guest may also charge some of "
+         "it to the process that was running, so it can exceed 'others %')."],
         [Table(["place", "block", "model", "framework", "mode", "batch", "threads", "replicate",
                 "samples/s of each window",
-                "claimed memory MB", "others %", "of it steal %"], rows)],
+                "claimed memory MB", "others %", "steal %"], rows)],
     )
 
 
