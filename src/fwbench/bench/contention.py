@@ -136,7 +136,10 @@ class BackgroundCpu:
         return self._of_machine(max(other, 0.0))
 
     def steal_share(self) -> float:
-        """The hypervisor's steal time / (wall time x logical CPUs): the part of `share` no process here took."""
+        """The hypervisor's steal time / (wall time x logical CPUs): in `share`'s busy time, but no process's here.
+
+        It can exceed `share`: a guest may charge some stolen time to the process that was running (this job).
+        """
         steal = _machine_steal_seconds()
         if steal is None or self.steal is None:
             return math.nan

@@ -120,7 +120,7 @@ def unsteady_warning(controls: claim_catalogue.ControlResults, bench: pd.DataFra
         [f"An A/A control found a difference between a variant and itself, so this run's machine changed "
          f"more between processes than the intervals allow, and the speed and memory verdicts below may "
          f"describe the machine rather than the frameworks. Failed: {named}. {contention_note(bench)}"
-         "Rerun on an idle machine."],
+         "Rerun on an idle machine; where steal time was high, at another time or on another host."],
         css_class="warning",
     )
 
@@ -131,10 +131,10 @@ def contention_note(bench: pd.DataFrame | None) -> str:
         return ""
     processes = bench.drop_duplicates("schedule_position")
     busy = processes[processes["background_cpu_share"] > BUSY_SHARE]
-    return (f"While they measured, other load took over {100 * BUSY_SHARE:g} % of the machine in {len(busy)} of "
-            f"{len(processes)} bench processes (at most {fmt(100 * processes['background_cpu_share'].max(), 1)} %), "
-            f"the hypervisor's steal time, which no process here owns and an idle machine does not remove, at "
-            f"most {fmt(100 * processes['steal_cpu_share'].max(), 1)} %. ")
+    return (f"Other load took over {100 * BUSY_SHARE:g} % of the machine in {len(busy)} of "
+            f"{len(processes)} bench processes (at most {fmt(100 * processes['background_cpu_share'].max(), 1)} %) "
+            f"while they measured; the hypervisor's steal time, which no process here owns and an idle machine "
+            f"does not remove, at most {fmt(100 * processes['steal_cpu_share'].max(), 1)} %. ")
 
 
 def dominant_verdict(counts: dict[str, int]) -> str:
