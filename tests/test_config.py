@@ -31,6 +31,10 @@ BAD_OVERRIDES = [
     (["colour=blue"], "unknown override key 'colour'", "top-level keys"),
     (["trainer.lrate=0.1"], "unknown override key 'trainer.lrate'", "top-level keys"),
     (["tracking.system_metrics_interval_s=0"], "tracking.system_metrics_interval_s=0", "a number > 0"),
+    (["dataset.accuracy_targets=0.85"], "dataset.accuracy_targets=0.85", "a list of numbers in (0, 1]"),
+    (["dataset.accuracy_targets=[0.85,85]"], "dataset.accuracy_targets=[0.85, 85]", "a list of numbers in (0, 1]"),
+    (["dataset=movielens_100k", "dataset.hit_ratio_targets=[high]"], "dataset.hit_ratio_targets=['high']", "a list of numbers in (0, 1]"),
+    (["dataset=movielens_100k", "dataset.hit_ratio_k=0"], "dataset.hit_ratio_k=0", "an integer > 0"),
 ]
 
 

@@ -3,6 +3,7 @@ real or synthetic, and be benched in modes of its own (bench.model_modes)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import CONFIG_DIR
@@ -133,3 +134,122 @@ def test_a_run_whose_every_model_reads_synthetic_data_is_refused_before_any_job(
     assert "every model of experiment.models (convnet) reads synthetic data" in result.stdout + result.stderr
     with pytest.raises(ConfigError, match="benched but never trained"):
         experiment_grid(compose_config(CONFIG_DIR, ["dataset=cifar10", "dataset.synthetic=true", "model=convnet"]))
+
+
+# ---------------------------------------------------------------- time to a hit-ratio target
+
+
+class RankingAdapter:
+    """A stand-in adapter over (user, item) rows: after epoch e, users 0 .. e-1 rank their held-out item
+    (item 0) first and the others last, so the hit ratio @ 1 grows by one user per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def reseed(self, seed: int) -> None:
+        pass
+
+    def train_epoch(self, x, y, order, should_stop) -> tuple[float, float]:
+        self.epochs += 1
+        return 1.0, 0.5
+
+    def predict_logits(self, x, batch_size: int):
+        import numpy as np
+
+        held_out, learned = x[:, 1] == 0, x[:, 0] < self.epochs
+        interacted = np.where(held_out, np.where(learned, 1.0, -1.0), 0.0)
+        return np.stack([np.zeros(len(x)), interacted], axis=1).astype(np.float32)
+
+    def save_checkpoint(self, directory) -> None:
+        pass
+
+
+def test_a_ranking_split_is_scored_after_every_epoch_and_gives_the_time_to_each_hit_ratio_target(tmp_path):
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from fwbench.training.loop import RankingCheck, fit, time_to_target
+
+    users, candidates = 4, 3
+    ranking = np.array([(user, item) for user in range(users) for item in range(candidates)], dtype=np.int32)
+    data = {split: (ranking[:4], np.zeros(4, np.int64)) for split in ("train", "val")}
+    history = fit(RankingAdapter(), data, OmegaConf.create({"epochs": 3, "eval_batch_size": 8}), 0, tmp_path,
+                  RankingCheck(ranking, candidates, k=1))
+
+    assert [record.hit_ratio for record in history] == [0.25, 0.5, 0.75]
+    assert time_to_target(history, "hit_ratio", [0.5, 1.0]) == {"0.5": history[1].elapsed_s, "1": None}
+    without = fit(RankingAdapter(), data, OmegaConf.create({"epochs": 1, "eval_batch_size": 8}), 0, tmp_path / "b")
+    assert without[0].hit_ratio is None and time_to_target(without, "hit_ratio", [0.5]) == {"0.5": None}
+
+
+def test_the_report_tells_a_target_not_reached_from_a_target_the_dataset_does_not_set():
+    from fwbench.reporting.build import time_to_accuracy_section
+    from fwbench.reporting.tables import training_table
+
+    def run(model: str, seed: int, accuracy: dict, hit_ratio: dict | None = None) -> dict:
+        history = {"history": [{"epoch_time_s": 1.0}], "final": {"val_accuracy": 0.9}, "parameter_count": 1,
+                   "device": "cpu", "time_to_accuracy_s": accuracy}
+        if hit_ratio is not None:
+            history.update(hit_ratio_k=10, time_to_hit_ratio_s=hit_ratio)
+        metrics = {"test_accuracy": 0.9, "test_loss": 0.3, "test_hit_ratio_at_10": 0.7}
+        return {"framework": "torch", "model": model, "seed": seed, "history": history, "metrics": metrics}
+
+    training = training_table([run("mlp", 0, {"0.85": 4.0}), run("mlp", 1, {"0.85": 6.0}),
+                               run("ncf", 0, {"0.85": None}, {"0.65": 12.0}), run("ncf", 1, {"0.85": None},
+                                                                                {"0.65": None})])
+    table = time_to_accuracy_section(training, ["mlp", "ncf"]).tables[0]
+
+    assert table.header == ["model", "framework", "val acc ≥ 0.85", "test HR@10 ≥ 0.65"]
+    assert table.rows == [["mlp", "PyTorch", "5.0 s (2/2 seeds)", "no target"],
+                          ["ncf", "PyTorch", "not reached (0/2)", "12.0 s (1/2 seeds)"]]
+    assert training["test_hit_ratio_at_10"].tolist() == [0.7] * 4
+
+
+def movielens_like_archive(path, users: int, items: int, per_user: int, rng):
+    """ml-100k.zip with the real counts and `per_user` ratings per user, most of them on a few popular items
+    (so that a model learns to rank within two epochs); returns the archive and its number of ratings."""
+    import zipfile
+
+    popularity = 1.0 / np.arange(1, items + 1) ** 1.5
+    lines = []
+    for user in range(1, users + 1):
+        rated = rng.choice(items, per_user, replace=False, p=popularity / popularity.sum()) + 1
+        lines += [f"{user}\t{item}\t4\t{stamp}\n" for stamp, item in enumerate(rated.tolist())]
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/u.data", "".join(lines))
+    return path, len(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_ncf_trains_on_movielens_with_its_hit_ratio_after_every_epoch_and_evaluates(framework, tmp_path):
+    """The pipeline's steps on a generated ml-100k.zip: download, preprocess, train, evaluate."""
+    import hashlib
+    import json
+
+    from conftest import redirected_paths, run_script
+
+    served, ratings = movielens_like_archive(tmp_path / "mirror" / "ml-100k.zip", 943, 1682, 12,
+                                             np.random.default_rng(0))
+    sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
+    overrides = [*redirected_paths(tmp_path), "experiment.models=[ncf]", "bench.models=null", "model=ncf",
+                 "dataset=movielens_100k", f"dataset.mirrors=[{served.parent.as_uri()}/]",
+                 f"dataset.files.archive.sha256={sha256}", f"dataset.ratings_count={ratings}",
+                 "dataset.hit_ratio_targets=[0.5,1.0]", "trainer.epochs=2", "trainer.batch_size=256",
+                 f"framework={framework}", "seed=0", "threads=1"]
+    for step in ("download", "preprocess", "train", "evaluate"):
+        result = run_script(step, *overrides)
+        assert result.returncode == 0, f"{step}: {result.stderr[-3000:]}"
+
+    run = run_dir(compose_config(CONFIG_DIR, overrides), framework, "ncf", 0)
+    history = json.loads((run / "history.json").read_text())
+    hit_ratios = [epoch["hit_ratio"] for epoch in history["history"]]
+    assert len(hit_ratios) == 2 and all(0 <= value <= 1 for value in hit_ratios)
+    reached = next(epoch["elapsed_s"] for epoch in history["history"] if epoch["hit_ratio"] >= 0.5)
+    assert history["hit_ratio_k"] == 10
+    assert history["time_to_hit_ratio_s"] == {"0.5": reached, "1": None}
+    metrics = json.loads((run / "metrics.json").read_text())
+    # Evaluate reloads the saved model and scores the same split: the same users are hits (a float tie
+    # broken the other way may move one).
+    assert abs(metrics["test_hit_ratio_at_10"] - hit_ratios[-1]) <= 1 / 943

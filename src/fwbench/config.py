@@ -8,7 +8,7 @@ one line naming the key, the bad value and what is accepted.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -231,6 +231,7 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
     _check_positive_int("threads", cfg.threads)
     _check_non_negative_int("seed", cfg.seed)
     _check_positive_int("dataset.val_size", cfg.dataset.val_size)
+    _check_targets(cfg.dataset)
     for key, group in (("frameworks", "framework"), ("models", "model")):
         values = cfg.experiment[key]
         if not values:
@@ -255,6 +256,18 @@ def validate_config(cfg: DictConfig, config_dir: Path) -> None:
     if synthetic:
         split_counts(cfg.dataset)  # a dataset without its real split sizes cannot be imitated
 
+
+
+def _check_targets(dataset_cfg: DictConfig) -> None:
+    """The time-to-target lists: a bad one would fail only once a training run has ended."""
+    for key in ("accuracy_targets", "hit_ratio_targets"):
+        targets = dataset_cfg.get(key, [])
+        if not isinstance(targets, Sequence) or isinstance(targets, str) or not all(
+                isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1
+                for target in targets):
+            raise ConfigError(f"dataset.{key}={targets!r} is invalid: accepted is a list of numbers in (0, 1]")
+    if "hit_ratio_targets" in dataset_cfg:
+        _check_positive_int("dataset.hit_ratio_k", dataset_cfg.get("hit_ratio_k"))
 
 
 def model_input_kind(config_dir: Path, name: str) -> str:

@@ -19,6 +19,10 @@ from fwbench.config import experiment_grid, run_dir
 from fwbench.errors import DataError
 
 BENCH_TABLE_NAME = "bench_results.csv"
+# The time-to-target columns a run's dataset sets, joined by ";": a time_to_ column missing from it does not
+# apply to that run (its dataset has no such target), which the report tells apart from a target not reached.
+TARGETS_SET = "targets_set"
+TEST_HIT_RATIO_PREFIX = "test_hit_ratio"
 
 
 def read_json(path: Path) -> dict:
@@ -59,12 +63,24 @@ def training_table(runs: list[dict]) -> pd.DataFrame:
             "train_run_id": history.get("mlflow_run_id", ""),
             "evaluate_run_id": metrics.get("mlflow_run_id", ""),
         }
-        for target, seconds in history.get("time_to_accuracy_s", {}).items():
-            row[f"time_to_{target}_s"] = seconds
+        times = target_times(history)
+        row.update(times)
+        row[TARGETS_SET] = ";".join(times)
+        row.update({key: value for key, value in metrics.items() if key.startswith(TEST_HIT_RATIO_PREFIX)})
         for key, value in metrics.get("export", {}).items():
             row[key] = value
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def target_times(history: dict) -> dict[str, float | None]:
+    """A run's seconds to each target of its dataset (None: not reached), as columns: `time_to_<target>_s`
+    for validation accuracy, `time_to_hr@<k>_<target>_s` for the ranking split's hit ratio @ k."""
+    times = {f"time_to_{target}_s": seconds for target, seconds in history.get("time_to_accuracy_s", {}).items()}
+    k = history.get("hit_ratio_k")
+    times.update({f"time_to_hr@{k}_{target}_s": seconds
+                  for target, seconds in history.get("time_to_hit_ratio_s", {}).items()})
+    return times
 
 
 def curves_table(runs: list[dict]) -> pd.DataFrame:
@@ -109,6 +125,7 @@ def results_long(training: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataF
     train_metrics = [c for c in training.columns if c.startswith("time_to_")] + ["epoch_time_s", "val_accuracy"]
     evaluate_metrics = [c for c in ("test_accuracy", "test_loss", "export_size_mb", "load_time_s",
                                     "first_prediction_ms", "prediction_parity") if c in training.columns]
+    evaluate_metrics += [c for c in training.columns if c.startswith(TEST_HIT_RATIO_PREFIX)]
     parts = [
         _melt(training, identity, train_metrics, "train", "train_run_id"),
         _melt(training, identity, evaluate_metrics, "evaluate", "evaluate_run_id"),

@@ -20,7 +20,7 @@ import numpy as np
 
 from fwbench.errors import Interrupted
 from fwbench.runtime import write_json_atomic
-from fwbench.training.metrics import accuracy, cross_entropy
+from fwbench.training.metrics import accuracy, cross_entropy, hit_ratio
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,25 @@ class EpochRecord:
     val_accuracy: float
     epoch_time_s: float
     elapsed_s: float
+    # Hit ratio @ k on the ranking split after this epoch (RankingCheck); None where there is none.
+    hit_ratio: float | None = None
+
+
+@dataclass
+class RankingCheck:
+    """A leave-one-out ranking split (MovieLens' test users, fwbench.data.movielens), scored after every
+    epoch so that a run has a time to its hit-ratio target.
+
+    That is the NCF benchmarks' rule (MLPerf's NCF scores HR@10 on its test users after each epoch): the
+    training reads nothing of it, and with a fixed number of epochs nothing is chosen by it.
+    """
+
+    x: np.ndarray  # blocks of candidates_per_user (user, item) rows, the held-out item first
+    candidates_per_user: int
+    k: int
+
+    def score(self, adapter, batch_size: int) -> float:
+        return hit_ratio(adapter.predict_logits(self.x, batch_size), self.candidates_per_user, self.k)
 
 
 def epoch_order(seed: int, epoch: int, num_samples: int) -> np.ndarray:
@@ -77,12 +96,14 @@ class SigtermFlag:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def time_to_accuracy(history: list[EpochRecord], targets: list[float]) -> dict[str, float | None]:
-    """Training wall time (s) at the end of the first epoch whose val accuracy reached each target."""
+def time_to_target(history: list[EpochRecord], metric: str, targets: list[float]) -> dict[str, float | None]:
+    """Training wall time (s) at the end of the first epoch whose `metric` (an EpochRecord field) reached
+    each target; None for a target no epoch reached."""
     reached = {}
     for target in targets:
-        hit = next((r.elapsed_s for r in history if r.val_accuracy >= target), None)
-        reached[f"{target:g}"] = hit
+        values = ((record.elapsed_s, getattr(record, metric)) for record in history)
+        reached[f"{target:g}"] = next((elapsed for elapsed, value in values if value is not None and value >= target),
+                                      None)
     return reached
 
 
@@ -117,8 +138,13 @@ def save_checkpoint(adapter, out_dir: Path, history: list[EpochRecord]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def fit(adapter, data: dict, trainer_cfg, seed: int, out_dir: Path) -> list[EpochRecord]:
-    """Train to trainer_cfg.epochs, resuming from out_dir's checkpoint when there is one."""
+def fit(adapter, data: dict, trainer_cfg, seed: int, out_dir: Path,
+        ranking: RankingCheck | None = None) -> list[EpochRecord]:
+    """Train to trainer_cfg.epochs, resuming from out_dir's checkpoint when there is one.
+
+    After each epoch: validation loss and accuracy, and the ranking split's hit ratio where there is one;
+    neither counts in the epoch's time.
+    """
     out_dir = Path(out_dir)
     recover_checkpoint(out_dir)
     history = load_progress(out_dir)
@@ -139,11 +165,13 @@ def fit(adapter, data: dict, trainer_cfg, seed: int, out_dir: Path) -> list[Epoc
                 raise Interrupted(f"interrupted by SIGTERM in epoch {epoch}; rerun to resume after epoch {epoch - 1}")
             elapsed += epoch_time
             val_loss, val_accuracy = predict_metrics(adapter, x_val, y_val, trainer_cfg.eval_batch_size)
-            record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy, epoch_time, elapsed)
+            hits = ranking.score(adapter, trainer_cfg.eval_batch_size) if ranking else None
+            record = EpochRecord(epoch, train_loss, train_accuracy, val_loss, val_accuracy, epoch_time, elapsed, hits)
             history.append(record)
             save_checkpoint(adapter, out_dir, history)
             log.info(
-                "epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s",
-                epoch, trainer_cfg.epochs, train_loss, train_accuracy, val_loss, val_accuracy, epoch_time,
+                "epoch %d/%d: loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f s",
+                epoch, trainer_cfg.epochs, train_loss, train_accuracy, val_loss, val_accuracy,
+                f" | HR@{ranking.k} {hits:.4f}" if ranking else "", epoch_time,
             )
     return history
