@@ -204,7 +204,7 @@ def target_label(column: str) -> str:
 
 
 def time_to_target_cell(group: pd.DataFrame, column: str) -> str:
-    applies = group[TARGETS_SET].fillna("").str.split(";").apply(lambda columns: column in columns)
+    applies = group[TARGETS_SET].map(lambda columns: column in columns.split(";"))
     if not applies.any():
         return "no target"
     runs = group[applies]

@@ -99,12 +99,9 @@ class SigtermFlag:
 def time_to_target(history: list[EpochRecord], metric: str, targets: list[float]) -> dict[str, float | None]:
     """Training wall time (s) at the end of the first epoch whose `metric` (an EpochRecord field) reached
     each target; None for a target no epoch reached."""
-    reached = {}
-    for target in targets:
-        values = ((record.elapsed_s, getattr(record, metric)) for record in history)
-        reached[f"{target:g}"] = next((elapsed for elapsed, value in values if value is not None and value >= target),
-                                      None)
-    return reached
+    values = [(record.elapsed_s, getattr(record, metric)) for record in history]
+    return {f"{target:g}": next((elapsed for elapsed, value in values if value is not None and value >= target), None)
+            for target in targets}
 
 
 def recover_checkpoint(out_dir: Path) -> None:
