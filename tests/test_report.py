@@ -21,6 +21,30 @@ def test_committed_report_renders_in_chromium(html_path):
     check_report_page(html_path, f"{html_path.parent.name}.png", article_claims_only=True)
 
 
+def provenance_fact(markdown: str, name: str) -> str:
+    """A row of the report's provenance facts: `| name | value |`."""
+    return re.search(rf"^\| {re.escape(name)} \| (.+) \|$", markdown, re.MULTILINE).group(1)
+
+
+def cpu_slug(cpu_model: str) -> str:
+    """'Intel(R) Xeon(R) Processor @ 2.80GHz' -> 'intel-xeon-2.80ghz', 'AMD EPYC' -> 'amd-epyc'."""
+    name = re.sub(r"\((r|tm)\)", "", cpu_model.lower())
+    name = re.sub(r"\b(processor|cpu)\b", "", name)
+    return "-".join(name.replace("@", " ").split())
+
+
+@pytest.mark.parametrize("html_path", COMMITTED_REPORTS, ids=lambda p: p.parent.name)
+def test_committed_report_folder_names_the_cpu_its_jobs_ran_on(html_path):
+    """reports/<experiment>-cpu-<cpu>-<n>core: the name says where the numbers came from, as the jobs recorded it
+    (three folders once named a CPU their runs did not have)."""
+    markdown = (html_path.parent / "comparison.md").read_text()
+    if provenance_fact(markdown, "device(s)") != "cpu":
+        pytest.skip("a GPU report is named after its GPU")
+    experiment = provenance_fact(markdown, "experiment / dataset").split(" / ")[0]
+    cpu_model, cores = re.match(r"(.+?), (\d+) cores", provenance_fact(markdown, "machine")).groups()
+    assert html_path.parent.name == f"{experiment}-cpu-{cpu_slug(cpu_model)}-{cores}core"
+
+
 FRAMEWORK_KEYS = {spec.display_name: key for key, spec in FRAMEWORKS.items()}  # as the report prints them
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -183,3 +207,30 @@ def test_arms_benched_but_not_trained_are_named_where_their_rows_are_missing():
     (note,) = untrained_note(["tf_native", "jax"])
     assert note.startswith("Benched here but not trained: TensorFlow (native), JAX (Flax)")
     assert note in export_section(None, ["mlp"], ["tf_native", "jax"]).paragraphs
+
+
+def machine_rows(bench: pd.DataFrame, cpu_by_framework: dict[str, str]) -> pd.DataFrame:
+    """The bench rows with the CPU each process recorded (2 cores, no GPU)."""
+    return bench.assign(cpu_model=bench["framework"].map(cpu_by_framework), cpu_count=2, gpu_model="")
+
+
+def test_provenance_names_every_machine_the_jobs_ran_on():
+    from fwbench.reporting.build import machines_summary
+
+    runs = [{"history": {"machine": {"cpu_model": cpu, "cpu_count": 2}}} for cpu in ("AMD EPYC", "AMD EPYC", "Xeon")]
+    bench = machine_rows(bench_rows({("tf", "graph"): [[100], [101]], ("torch", "eager"): [[90]]}),
+                         {"tf": "Xeon", "torch": "AMD EPYC"})
+    assert machines_summary(runs, bench) == ("AMD EPYC, 2 cores (training runs 2, bench processes 1); "
+                                             "Xeon, 2 cores (training runs 1, bench processes 2)")
+    assert machines_summary(runs[:1], None) == "AMD EPYC, 2 cores (training runs 1)"
+
+
+def test_bench_processes_on_different_machines_put_a_warning_first():
+    from fwbench.reporting.build import mixed_machines_warning
+
+    bench = bench_rows({("tf", "graph"): [[100], [101]], ("torch", "eager"): [[90]]})
+    assert mixed_machines_warning(machine_rows(bench, {"tf": "Xeon", "torch": "Xeon"})) is None
+    assert mixed_machines_warning(None) is None
+    warning = mixed_machines_warning(machine_rows(bench, {"tf": "Xeon", "torch": "AMD EPYC"}))
+    assert warning.css_class == "warning"
+    assert "Xeon in 2 of 3 processes; AMD EPYC in 1 of 3 processes" in warning.paragraphs[0]

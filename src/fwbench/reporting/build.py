@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -121,6 +122,25 @@ def unsteady_warning(controls: claim_catalogue.ControlResults, bench: pd.DataFra
          f"more between processes than the intervals allow, and the speed and memory verdicts below may "
          f"describe the machine rather than the frameworks. Failed: {named}. {contention_note(bench)}"
          "Rerun on an idle machine; where steal time was high, at another time or on another host."],
+        css_class="warning",
+    )
+
+
+def mixed_machines_warning(bench: pd.DataFrame | None) -> Section | None:
+    """The report's first section when the bench processes ran on more than one kind of machine."""
+    if bench is None:
+        return None
+    processes = bench.drop_duplicates(list(PROCESS_COLUMNS)).fillna({"gpu_model": ""})
+    kinds = processes.groupby(["cpu_model", "gpu_model"], sort=False).size()
+    if len(kinds) < 2:
+        return None
+    named = "; ".join(f"{cpu}{f' with {gpu}' if gpu else ''} in {n} of {len(processes)} processes"
+                      for (cpu, gpu), n in kinds.items())
+    return Section(
+        "mixed-machines", "Warning: the bench processes ran on different machines",
+        [f"A speed or memory ratio between two variants here compares machines as well as frameworks. {named}. "
+         "Rerun the bench on one kind of machine (on SLURM, give the bench rule a `--constraint` in "
+         "profiles/slurm)."],
         css_class="warning",
     )
 
@@ -455,6 +475,23 @@ def article_section(config_dir: Path) -> Section:
     )
 
 
+def machines_summary(runs: list[dict], bench: pd.DataFrame | None) -> str:
+    """Every CPU the jobs ran on, as each training run and bench process recorded it, with how many ran
+    there: a cluster run's jobs can land on nodes of different CPUs, and speeds compare within one only."""
+    jobs: Counter[tuple[str, str]] = Counter()  # (machine, kind of job) -> jobs
+    for run in runs:
+        machine = run["history"]["machine"]
+        jobs[f"{machine['cpu_model']}, {int(machine['cpu_count'])} cores", "training runs"] += 1
+    if bench is not None:
+        for process in bench.drop_duplicates(list(PROCESS_COLUMNS)).itertuples():
+            jobs[f"{process.cpu_model}, {int(process.cpu_count)} cores", "bench processes"] += 1
+    machines = dict.fromkeys(machine for machine, _ in jobs)
+    return "; ".join(
+        f"{machine} ({', '.join(f'{kind} {n}' for (where, kind), n in jobs.items() if where == machine)})"
+        for machine in machines
+    )
+
+
 def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame, bench: pd.DataFrame | None,
                        tracking: dict) -> Section:
     first = runs[0]["history"]
@@ -466,7 +503,8 @@ def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame
         ["git commit", git_state()["git_commit"]],
         ["command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])],
         ["experiment / dataset", f"{cfg.experiment.name} / {cfg.experiment.dataset}"],
-        ["machine", f"{machine['cpu_model']}, {machine['cpu_count']} cores, {machine['platform']}"],
+        ["machine", machines_summary(runs, bench)],
+        ["system", machine["platform"]],
         ["device(s)", ", ".join(sorted(set(training["device"])))],
         ["python", machine["python"]],
         ["packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))],
@@ -532,11 +570,11 @@ def build_report(cfg: DictConfig, config_dir: Path, bench_path: Path | None = No
                                                  confidence=confidence, margins=margins)
     setting_claims = sweep.claims_by_setting(bench_all, confidence, margins) if sweep.is_sweep(bench_all) else []
     synthetic = synthetic_note(cfg, benched)
-    warning = unsteady_warning(controls, bench)
-    if warning:
+    warnings = [w for w in (mixed_machines_warning(bench_all), unsteady_warning(controls, bench)) if w]
+    for warning in warnings:
         log.warning("%s", warning.paragraphs[0])
     sections = [
-        *([warning] if warning else []),
+        *warnings,
         summary_section(claim_results, margins, confidence, synthetic),
         controls_section(controls, margins),
         workloads_section(cfg, config_dir, list(dict.fromkeys([*models, *benched])), models, training, bench),
