@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
