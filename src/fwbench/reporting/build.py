@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -126,11 +126,16 @@ def unsteady_warning(controls: claim_catalogue.ControlResults, bench: pd.DataFra
     )
 
 
+def process_rows(bench: pd.DataFrame) -> pd.DataFrame:
+    """One row per bench process (its first window's): what a process recorded once, such as its machine."""
+    return bench.drop_duplicates(list(PROCESS_COLUMNS))
+
+
 def mixed_machines_warning(bench: pd.DataFrame | None) -> Section | None:
     """The report's first section when the bench processes ran on more than one kind of machine."""
     if bench is None:
         return None
-    processes = bench.drop_duplicates(list(PROCESS_COLUMNS)).fillna({"gpu_model": ""})
+    processes = process_rows(bench).fillna({"gpu_model": ""})
     kinds = processes.groupby(["cpu_model", "gpu_model"], sort=False).size()
     if len(kinds) < 2:
         return None
@@ -149,7 +154,7 @@ def contention_note(bench: pd.DataFrame | None) -> str:
     """What the bench processes saw of other load: how many were busy, and how much of it was the hypervisor's."""
     if bench is None or "steal_cpu_share" not in bench.columns:  # tables from before steal was recorded
         return ""
-    processes = bench.drop_duplicates("schedule_position")
+    processes = process_rows(bench)
     busy = processes[processes["background_cpu_share"] > BUSY_SHARE]
     return (f"Other load took over {100 * BUSY_SHARE:g} % of the machine in {len(busy)} of "
             f"{len(processes)} bench processes (at most {fmt(100 * processes['background_cpu_share'].max(), 1)} %) "
@@ -478,18 +483,14 @@ def article_section(config_dir: Path) -> Section:
 def machines_summary(runs: list[dict], bench: pd.DataFrame | None) -> str:
     """Every CPU the jobs ran on, as each training run and bench process recorded it, with how many ran
     there: a cluster run's jobs can land on nodes of different CPUs, and speeds compare within one only."""
-    jobs: Counter[tuple[str, str]] = Counter()  # (machine, kind of job) -> jobs
-    for run in runs:
-        machine = run["history"]["machine"]
-        jobs[f"{machine['cpu_model']}, {int(machine['cpu_count'])} cores", "training runs"] += 1
+    jobs: defaultdict[str, Counter] = defaultdict(Counter)  # machine -> kind of job -> jobs
+    recorded = [(run["history"]["machine"], "training runs") for run in runs]
     if bench is not None:
-        for process in bench.drop_duplicates(list(PROCESS_COLUMNS)).itertuples():
-            jobs[f"{process.cpu_model}, {int(process.cpu_count)} cores", "bench processes"] += 1
-    machines = dict.fromkeys(machine for machine, _ in jobs)
-    return "; ".join(
-        f"{machine} ({', '.join(f'{kind} {n}' for (where, kind), n in jobs.items() if where == machine)})"
-        for machine in machines
-    )
+        recorded += [(process, "bench processes") for process in process_rows(bench).to_dict("records")]
+    for machine, kind in recorded:
+        jobs[f"{machine['cpu_model']}, {int(machine['cpu_count'])} cores"][kind] += 1
+    return "; ".join(f"{machine} ({', '.join(f'{kind} {n}' for kind, n in counts.items())})"
+                     for machine, counts in jobs.items())
 
 
 def provenance_section(cfg: DictConfig, runs: list[dict], training: pd.DataFrame, bench: pd.DataFrame | None,
